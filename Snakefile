@@ -1,0 +1,21 @@
+# bioingest: microscopy acquisitions -> lossless, validated OME-Zarr.
+# Run from anywhere: snakemake -s Snakefile --cores 2 --config input_dir=DIR output_dir=OUT
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/pyramid.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,3 @@
+"""bioingest: microscopy acquisitions to FAIR OME-Zarr."""
+
+__version__ = "0.1.0"

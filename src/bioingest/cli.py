@@ -1,0 +1,171 @@
+"""Command-line verbs; the workflow rules call these with quoted paths."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bioingest import __version__
+from bioingest.errors import IngestError
+
+log = logging.getLogger("bioingest")
+
+
+def _setup_logging(log_file: Path | None) -> None:
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.DEBUG, format="%(levelname)s %(message)s", handlers=handlers, force=True
+    )
+    for noisy in ("asyncio", "numcodecs", "zarr", "fsspec", "scyjava", "cjdk", "jgo"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from bioingest.convert import convert
+
+    convert(
+        args.source,
+        zarr_path=args.zarr,
+        ome_xml_path=args.ome_xml,
+        reader=args.reader,
+        tile_size=args.tile_size,
+        jar=args.jar or None,
+        maven=args.maven or None,
+        heap_mb=args.java_heap_mb,
+    )
+
+
+def _cmd_pyramid(args: argparse.Namespace) -> None:
+    from bioingest.pyramid import StoreOptions, build
+
+    opts = StoreOptions(
+        version=args.ngff_version,
+        chunk_size=args.chunk_size,
+        shard_chunks=args.shard_chunks,
+        compression_level=args.compression_level,
+        method=args.method,
+        min_size=args.min_size,
+    )
+    name = args.name or args.out.name.removesuffix(".ome.zarr")
+    build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts)
+
+
+def _cmd_inventory(args: argparse.Namespace) -> None:
+    from bioingest.inventory import discover, read_sheet
+
+    datasets = read_sheet(args.source) if args.source.is_file() else discover(args.source)
+    print("dataset\tpath\tcompanions")
+    for d in datasets:
+        print(f"{d.name}\t{d.main}\t{len(d.files) - 1}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bioingest`` argument parser with one sub-command per stage."""
+    parser = argparse.ArgumentParser(
+        prog="bioingest",
+        description="Turn microscopy files into OME-Zarr, losslessly. "
+        "Each verb is one workflow stage; run 'snakemake' to do them all.",
+    )
+    parser.add_argument("--version", action="version", version=f"bioingest {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+
+    p = sub.add_parser(
+        "inventory",
+        help="list the datasets found in a folder or sample sheet",
+        description="List datasets as the workflow will name them, companions grouped.",
+    )
+    p.add_argument("source", type=Path, help="input folder or tab-separated sample sheet")
+    p.set_defaults(func=_cmd_inventory)
+
+    p = sub.add_parser(
+        "convert",
+        help="read a source once into a lossless intermediate Zarr plus OME-XML",
+        description="Stream every series of SOURCE at full resolution into an intermediate "
+        "Zarr v3 store, tile by tile, and save the reader's complete OME-XML.",
+    )
+    p.add_argument("source", type=Path, help="main file of the dataset")
+    p.add_argument("--zarr", type=Path, required=True, help="intermediate store to write")
+    p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML file to write")
+    p.add_argument(
+        "--reader", choices=["auto", "bioformats", "tifffile"], default="auto",
+        help="auto: tifffile for TIFFs it reads exactly, else Bio-Formats (default: auto)",
+    )
+    p.add_argument("--tile-size", type=_positive, default=1024,
+                   help="tile edge in pixels; bounds memory (default: 1024)")
+    p.add_argument("--jar", default="", help="bioformats_package.jar to use")
+    p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
+    p.add_argument("--java-heap-mb", type=_positive, default=1024,
+                   help="maximum Java heap in MiB (default: 1024)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "pyramid",
+        help="write the final OME-Zarr with multiscale levels",
+        description="Build an OME-Zarr (NGFF 0.5 sharded by default, or 0.4) from an "
+        "intermediate store: a single image, the bioformats2raw layout for several series, "
+        "or a plate.",
+    )
+    p.add_argument("intermediate", type=Path, help="store written by 'bioingest convert'")
+    p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML written by convert")
+    p.add_argument("--out", type=Path, required=True, help="final .ome.zarr folder")
+    p.add_argument("--name", default="", help="dataset name (default: from --out)")
+    p.add_argument("--ngff-version", choices=["0.5", "0.4"], default="0.5",
+                   help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: 0.5)")
+    p.add_argument("--chunk-size", type=_positive, default=1024,
+                   help="chunk edge in Y and X (default: 1024)")
+    p.add_argument("--shard-chunks", type=int, default=4,
+                   help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: 4)")
+    p.add_argument("--compression-level", type=int, default=5, help="zstd level (default: 5)")
+    p.add_argument("--method", choices=["mean", "nearest", "mode"], default="mean",
+                   help="downsampling; nearest or mode for label images (default: mean)")
+    p.add_argument("--min-size", type=_positive, default=64,
+                   help="smallest plane edge a level may have (default: 64)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_pyramid)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "log", None))
+    try:
+        args.func(args)
+    except IngestError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        where = exc.filename or "output"
+        if exc.errno == errno.ENOSPC:
+            log.error("%s: out of disk space", where)
+        else:
+            log.error("%s: %s", where, exc.strerror or exc)
+        return 1
+    except Exception as exc:
+        # Unexpected: one line for the console, the traceback for the log file.
+        subject = getattr(args, "source", None) or getattr(args, "intermediate", "input")
+        log.error("%s: unexpected %s: %s", subject, type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Read what the pipeline needs from OME-XML, safely (no external entities, no entity bombs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as SafeET
+
+_LENGTH_TO_UM = {
+    "Ym": 1e30, "Zm": 1e27, "Em": 1e24, "Pm": 1e21, "Tm": 1e18, "Gm": 1e15, "Mm": 1e12,
+    "km": 1e9, "hm": 1e8, "dam": 1e7, "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 1e-3, "pm": 1e-6, "fm": 1e-9, "am": 1e-12,
+    "zm": 1e-15, "ym": 1e-18, "Å": 1e-4, "thou": 25.4, "li": 2116.67, "in": 25400.0,
+    "ft": 304800.0, "yd": 914400.0, "mi": 1.609344e9, "ua": 1.495978707e17,
+    "ly": 9.4607304725808e21, "pc": 3.0856776e22, "pt": 352.777778,
+}
+_TIME_TO_S = {
+    "s": 1.0, "ms": 1e-3, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9, "ps": 1e-12, "fs": 1e-15,
+    "min": 60.0, "h": 3600.0, "d": 86400.0, "cs": 1e-2, "ds": 1e-1,
+}
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Per-series values that drive array layout and NGFF scales."""
+
+    id: str
+    name: str
+    physical_size_um: tuple[float | None, float | None, float | None]
+    time_increment_s: float | None
+    channel_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Well:
+    """One plate well: row/column indices and the series shown as its fields."""
+
+    row: int
+    column: int
+    series: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plate:
+    """A screening plate as OME-XML describes it."""
+
+    name: str
+    rows: int
+    columns: int
+    row_naming: str
+    column_naming: str
+    wells: tuple[Well, ...] = field(default_factory=tuple)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _children(elem: Element, name: str) -> list[Element]:
+    return [c for c in elem if _local(c.tag) == name]
+
+
+def parse(xml: str) -> Element:
+    """Parse OME-XML text with external entities and DTDs forbidden."""
+    root: Element = SafeET.fromstring(xml.encode("utf-8"), forbid_dtd=True)
+    return root
+
+
+def length_um(value: str | None, unit: str | None) -> float | None:
+    """Convert an OME length to micrometres; ``None`` when absent, not positive or not physical."""
+    if value is None:
+        return None
+    factor = _LENGTH_TO_UM.get(unit or "µm")
+    number = float(value)
+    if factor is None or not number > 0:
+        return None
+    return number * factor
+
+
+def time_s(value: str | None, unit: str | None) -> float | None:
+    """Convert an OME time to seconds; ``None`` when absent or not positive."""
+    if value is None:
+        return None
+    factor = _TIME_TO_S.get(unit or "s")
+    number = float(value)
+    if factor is None or not number > 0:
+        return None
+    return number * factor
+
+
+def images(xml: str) -> list[ImageMeta]:
+    """Return one :class:`ImageMeta` per ``Image`` element, in series order."""
+    out = []
+    for image in _children(parse(xml), "Image"):
+        pixels = _children(image, "Pixels")[0]
+        a = pixels.attrib
+        sizes = tuple(
+            length_um(a.get(f"PhysicalSize{d}"), a.get(f"PhysicalSize{d}Unit")) for d in "XYZ"
+        )
+        channels = tuple(c.attrib.get("Name", "") for c in _children(pixels, "Channel"))
+        out.append(
+            ImageMeta(
+                id=image.attrib.get("ID", ""),
+                name=image.attrib.get("Name", ""),
+                physical_size_um=(sizes[0], sizes[1], sizes[2]),
+                time_increment_s=time_s(a.get("TimeIncrement"), a.get("TimeIncrementUnit")),
+                channel_names=channels,
+            )
+        )
+    return out
+
+
+def plates(xml: str) -> list[Plate]:
+    """Return the plates with their wells mapped to series indices."""
+    root = parse(xml)
+    series_of = {img.attrib.get("ID"): i for i, img in enumerate(_children(root, "Image"))}
+    out = []
+    for plate in _children(root, "Plate"):
+        wells = []
+        max_row = max_col = -1
+        for well in _children(plate, "Well"):
+            row = int(well.attrib.get("Row", "0"))
+            col = int(well.attrib.get("Column", "0"))
+            fields = []
+            samples = sorted(
+                _children(well, "WellSample"), key=lambda s: int(s.attrib.get("Index", "0"))
+            )
+            for sample in samples:
+                for ref in _children(sample, "ImageRef"):
+                    if ref.attrib.get("ID") in series_of:
+                        fields.append(series_of[ref.attrib["ID"]])
+            max_row, max_col = max(max_row, row), max(max_col, col)
+            if fields:
+                wells.append(Well(row=row, column=col, series=tuple(fields)))
+        a = plate.attrib
+        out.append(
+            Plate(
+                name=a.get("Name", a.get("ID", "plate")),
+                rows=max(int(a.get("Rows", "0")), max_row + 1),
+                columns=max(int(a.get("Columns", "0")), max_col + 1),
+                row_naming=a.get("RowNamingConvention", "letter"),
+                column_naming=a.get("ColumnNamingConvention", "number"),
+                wells=tuple(sorted(wells, key=lambda w: (w.row, w.column))),
+            )
+        )
+    return out

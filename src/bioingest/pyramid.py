@@ -1,0 +1,294 @@
+"""Stage 4: intermediate Zarr -> final OME-Zarr with multiscale pyramids, streamed block by block."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from numcodecs import Zstd
+from zarr.codecs import BloscCodec
+
+from bioingest import atomic, ngff, omexml
+from bioingest.convert import ATTR, tiles
+from bioingest.ngff import NgffVersion
+from bioingest.progress import Progress
+
+log = logging.getLogger("bioingest")
+
+Method = Literal["mean", "nearest", "mode"]
+Layout = Literal["image", "bioformats2raw", "plate"]
+AXES = ["t", "c", "z", "y", "x"]
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How the final arrays are laid out and compressed.
+
+    Attributes
+    ----------
+    version
+        NGFF version: ``0.5`` (Zarr v3) or ``0.4`` (Zarr v2).
+    chunk_size
+        Edge of a chunk in Y and X.
+    shard_chunks
+        Chunks per shard edge (0.5 only); 0 or 1 disables sharding.
+    compression_level
+        zstd level of the final arrays.
+    method
+        Downsampling: ``mean`` for intensities, ``nearest`` or ``mode`` for labels.
+    min_size
+        Stop adding levels before the smaller plane edge drops below this.
+    """
+
+    version: NgffVersion = "0.5"
+    chunk_size: int = 1024
+    shard_chunks: int = 4
+    compression_level: int = 5
+    method: Method = "mean"
+    min_size: int = 64
+
+    @property
+    def block(self) -> int:
+        """Edge of the region written at once: one shard, so no shard is rewritten."""
+        return self.chunk_size * max(self.shard_chunks, 1)
+
+
+def level_shapes(size_y: int, size_x: int, opts: StoreOptions) -> list[tuple[int, int]]:
+    """Plane shapes of every level: halve until the plane fits one chunk or gets too small."""
+    shapes = [(size_y, size_x)]
+    y, x = size_y, size_x
+    while max(y, x) > opts.chunk_size and min(math.ceil(y / 2), math.ceil(x / 2)) >= opts.min_size:
+        y, x = math.ceil(y / 2), math.ceil(x / 2)
+        shapes.append((y, x))
+    return shapes
+
+
+def downsample(block: np.ndarray, method: Method) -> np.ndarray:
+    """Halve a 2-D block in Y and X; odd edges are padded by repetition."""
+    h, w = block.shape
+    if h % 2 or w % 2:
+        block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
+    if method == "nearest":
+        return block[::2, ::2].copy()
+    quads = np.stack([block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]])
+    if method == "mode":
+        counts = np.stack([(quads == quads[i]).sum(axis=0) for i in range(4)])
+        pick = counts.argmax(axis=0)[None]
+        return np.take_along_axis(quads, pick, axis=0)[0]
+    mean = quads.mean(axis=0, dtype=np.float64)
+    if np.issubdtype(block.dtype, np.integer):
+        mean = np.rint(mean)
+    return mean.astype(block.dtype)
+
+
+def _create_level(
+    group: zarr.Group, path: str, shape: tuple[int, ...], dtype: Any, opts: StoreOptions
+) -> zarr.Array:
+    cy, cx = min(opts.chunk_size, shape[3]), min(opts.chunk_size, shape[4])
+    chunks = (1, 1, 1, cy, cx)
+    if opts.version == "0.4":
+        return group.create_array(
+            path,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            compressors=Zstd(level=opts.compression_level),
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+            fill_value=0,
+        )
+    shards = None
+    if opts.shard_chunks > 1:
+        ky = min(opts.shard_chunks, math.ceil(shape[3] / cy))
+        kx = min(opts.shard_chunks, math.ceil(shape[4] / cx))
+        shards = (1, 1, 1, cy * ky, cx * kx)
+    return group.create_array(
+        path,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        shards=shards,
+        dimension_names=AXES,
+        compressors=BloscCodec(cname="zstd", clevel=opts.compression_level, shuffle="shuffle"),
+        fill_value=0,
+    )
+
+
+def write_image(
+    group: zarr.Group,
+    source: zarr.Array,
+    meta: omexml.ImageMeta,
+    *,
+    name: str,
+    opts: StoreOptions,
+) -> None:
+    """Write one multiscale image into ``group`` from a TCZYX intermediate array."""
+    size_t, size_c, size_z, size_y, size_x = source.shape
+    shapes = level_shapes(size_y, size_x, opts)
+    progress = Progress(f"pyramid {name}", size_t * size_c * size_z * len(shapes))
+    previous: Any = source
+    for k, (ly, lx) in enumerate(shapes):
+        level = _create_level(group, str(k), (size_t, size_c, size_z, ly, lx), source.dtype, opts)
+        for t in range(size_t):
+            for c in range(size_c):
+                for z in range(size_z):
+                    for y, x, h, w in tiles(ly, lx, opts.block):
+                        if k == 0:
+                            out = previous[t, c, z, y : y + h, x : x + w]
+                        else:
+                            out = _downsampled_block(previous, (t, c, z), y, x, h, w, opts)
+                        level[t, c, z, y : y + h, x : x + w] = out
+                    progress.advance()
+        previous = level
+    factors = [(2**k, 2**k) for k in range(len(shapes))]
+    multiscale = ngff.multiscale(
+        name=name,
+        level_paths=[str(k) for k in range(len(shapes))],
+        level_factors=factors,
+        physical_size_um=meta.physical_size_um,
+        time_increment_s=meta.time_increment_s,
+        method=opts.method,
+        version=opts.version,
+    )
+    group.attrs.update(ngff.wrap(opts.version, {"multiscales": [multiscale]}))
+
+
+def _downsampled_block(
+    previous: Any, tcz: tuple[int, int, int], y: int, x: int, h: int, w: int, opts: StoreOptions
+) -> np.ndarray:
+    """One output block of level k, built in quarters so memory stays near one block."""
+    t, c, z = tcz
+    src_h, src_w = previous.shape[3], previous.shape[4]
+    out = np.empty((h, w), dtype=previous.dtype)
+    half = max(opts.block // 2, 1)
+    for oy, ox, oh, ow in tiles(h, w, half):
+        sy, sx = 2 * (y + oy), 2 * (x + ox)
+        region = previous[t, c, z, sy : min(sy + 2 * oh, src_h), sx : min(sx + 2 * ow, src_w)]
+        out[oy : oy + oh, ox : ox + ow] = downsample(np.asarray(region), opts.method)
+    return out
+
+
+def choose_layout(ome_xml: str, series_count: int) -> tuple[Layout, omexml.Plate | None]:
+    """Plate layout for exactly one plate covering every series; bioformats2raw for several."""
+    plates = omexml.plates(ome_xml)
+    if len(plates) == 1:
+        covered = [s for w in plates[0].wells for s in w.series]
+        if sorted(covered) == list(range(series_count)):
+            return "plate", plates[0]
+    return ("bioformats2raw" if series_count > 1 else "image"), None
+
+
+def _write_ome_group(root: zarr.Group, tmp: Path, xml: str, series: list[str], opts: StoreOptions) -> None:
+    ome = root.create_group("OME")
+    ome.attrs.update(ngff.wrap(opts.version, {"series": series}))
+    atomic.write_text(tmp / "OME" / "METADATA.ome.xml", xml)
+
+
+def build(
+    intermediate: Path,
+    ome_xml_path: Path,
+    out: Path,
+    *,
+    name: str,
+    opts: StoreOptions,
+) -> Layout:
+    """Write the final OME-Zarr for one dataset.
+
+    Parameters
+    ----------
+    intermediate
+        Store written by :func:`bioingest.convert.convert`.
+    ome_xml_path
+        The OME-XML saved next to it.
+    out
+        Final ``.ome.zarr`` folder; written atomically.
+    name
+        Dataset name, used for single images.
+    opts
+        Layout and compression options.
+
+    Returns
+    -------
+    str
+        The layout written: ``image``, ``bioformats2raw`` or ``plate``.
+    """
+    src = zarr.open_group(intermediate, mode="r")
+    description = src.attrs[ATTR]
+    assert isinstance(description, dict)
+    count = len(description["series"])
+    xml = ome_xml_path.read_text(encoding="utf-8")
+    metas = omexml.images(xml)
+    if len(metas) != count:
+        metas = [omexml.ImageMeta("", "", (None, None, None), None) for _ in range(count)]
+    layout, plate = choose_layout(xml, count)
+    log.info("pyramid %s: %s layout, %d series, NGFF %s", name, layout, count, opts.version)
+    zarr_format = 3 if opts.version == "0.5" else 2
+
+    def series_array(i: int) -> zarr.Array:
+        arr = src[str(i)]
+        assert isinstance(arr, zarr.Array)
+        return arr
+
+    with atomic.atomic_dir(out) as tmp:
+        root = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
+        if layout == "image":
+            write_image(root, series_array(0), metas[0], name=name, opts=opts)
+        elif layout == "bioformats2raw":
+            for i in range(count):
+                group = root.create_group(str(i))
+                label = metas[i].name or f"{name} series {i}"
+                write_image(group, series_array(i), metas[i], name=label, opts=opts)
+            root.attrs.update(ngff.wrap(opts.version, {"bioformats2raw.layout": 3}))
+            _write_ome_group(root, tmp, xml, [str(i) for i in range(count)], opts)
+        else:
+            assert plate is not None
+            paths = _write_plate(root, plate, series_array, metas, name=name, opts=opts)
+            _write_ome_group(root, tmp, xml, paths, opts)
+    return layout
+
+
+def _write_plate(
+    root: zarr.Group,
+    plate: omexml.Plate,
+    series_array: Any,
+    metas: list[omexml.ImageMeta],
+    *,
+    name: str,
+    opts: StoreOptions,
+) -> list[str]:
+    """Write an NGFF plate; return each series' image path, in series order."""
+    rows = [ngff.row_name(r, plate.row_naming) for r in range(plate.rows)]
+    cols = [ngff.column_name(c, plate.column_naming) for c in range(plate.columns)]
+    paths: dict[int, str] = {}
+    wells = []
+    for well in plate.wells:
+        well_path = f"{rows[well.row]}/{cols[well.column]}"
+        wells.append({"path": well_path, "rowIndex": well.row, "columnIndex": well.column})
+        row_group = root.require_group(rows[well.row])
+        well_group = row_group.create_group(cols[well.column])
+        images = []
+        for field, s in enumerate(well.series):
+            field_group = well_group.create_group(str(field))
+            label = metas[s].name or f"{name} {well_path} field {field}"
+            write_image(field_group, series_array(s), metas[s], name=label, opts=opts)
+            images.append({"path": str(field)})
+            paths[s] = f"{well_path}/{field}"
+        well_attrs: dict[str, Any] = {"images": images}
+        if opts.version == "0.4":
+            well_attrs["version"] = "0.4"
+        well_group.attrs.update(ngff.wrap(opts.version, {"well": well_attrs}))
+    plate_attrs: dict[str, Any] = {
+        "name": plate.name or name,
+        "rows": [{"name": r} for r in rows],
+        "columns": [{"name": c} for c in cols],
+        "wells": wells,
+        "field_count": max(len(w.series) for w in plate.wells),
+    }
+    if opts.version == "0.4":
+        plate_attrs["version"] = "0.4"
+    root.attrs.update(ngff.wrap(opts.version, {"plate": plate_attrs}))
+    return [paths[s] for s in sorted(paths)]

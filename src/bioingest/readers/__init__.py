@@ -1,0 +1,55 @@
+"""Open a source with the right reader: tifffile where it is exact, Bio-Formats otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from bioingest.errors import IngestError
+from bioingest.readers.base import SeriesInfo, SourceReader
+
+ReaderChoice = Literal["auto", "bioformats", "tifffile"]
+
+__all__ = ["ReaderChoice", "SeriesInfo", "SourceReader", "check_readable", "open_source"]
+
+
+def check_readable(path: Path) -> None:
+    """Fail early, with a one-line reason, for missing, empty or unreadable files."""
+    if not path.exists():
+        raise IngestError(path, "file not found")
+    if path.is_dir():
+        raise IngestError(path, "is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise IngestError(path, "permission denied (file is not readable)")
+    if path.stat().st_size == 0:
+        raise IngestError(path, "empty file (0 bytes)")
+
+
+def open_source(
+    path: Path,
+    *,
+    reader: ReaderChoice = "auto",
+    jar: str | None = None,
+    maven: str | None = None,
+    heap_mb: int = 1024,
+) -> SourceReader:
+    """Open ``path`` once with the chosen reader.
+
+    Parameters
+    ----------
+    path
+        The dataset's main file.
+    reader
+        ``auto`` uses tifffile for TIFF files it reads exactly, Bio-Formats otherwise.
+    jar, maven, heap_mb
+        Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
+    """
+    from bioingest.readers import tiff
+
+    check_readable(path)
+    if reader == "tifffile" or (reader == "auto" and tiff.accepts(path)):
+        return tiff.TiffReader(path)
+    from bioingest.readers.bioformats import BioFormatsReader
+
+    return BioFormatsReader(path, jar=jar, maven=maven, heap_mb=heap_mb)

@@ -1,0 +1,149 @@
+"""Bio-Formats through scyjava/JPype: reads anything Bio-Formats reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bioingest.errors import IngestError
+from bioingest.java import jimport, start_jvm
+from bioingest.readers.base import SeriesInfo, SourceReader
+
+_DTYPES = {
+    "int8": "int8",
+    "uint8": "uint8",
+    "int16": "int16",
+    "uint16": "uint16",
+    "int32": "int32",
+    "uint32": "uint32",
+    "float": "float32",
+    "double": "float64",
+    "bit": "uint8",
+}
+
+
+def _java_problem(exc: BaseException) -> str:
+    """Turn a Java exception into a short reason a user can act on."""
+    cls = ""
+    get_class = getattr(exc, "getClass", None)
+    if get_class is not None:
+        cls = str(get_class().getName())
+    message = str(getattr(exc, "getMessage", lambda: str(exc))() or "").strip()
+    if cls.endswith("UnknownFormatException"):
+        return "unsupported or unrecognised file format"
+    if cls.endswith("EOFException") or "EOF" in message:
+        return f"truncated file ({message or 'unexpected end of file'})"
+    if cls.endswith("FormatException"):
+        return f"corrupt or invalid file ({message or cls})"
+    if cls.endswith("FileNotFoundException"):
+        return f"cannot open ({message})"
+    if cls.endswith("IOException"):
+        return f"read error, file corrupt or truncated ({message or cls})"
+    return f"cannot read ({cls or type(exc).__name__}: {message})"
+
+
+class BioFormatsReader(SourceReader):
+    """Open a file with Bio-Formats once; serve full-resolution tiles of every series.
+
+    Parameters
+    ----------
+    path
+        Source file (for multi-file formats, the file Bio-Formats is pointed at).
+    jar
+        Optional explicit ``bioformats_package.jar``.
+    maven
+        Optional opt-in Maven coordinate used instead of a local jar.
+    heap_mb
+        Maximum Java heap in MiB.
+    """
+
+    name = "bioformats"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        jar: str | None = None,
+        maven: str | None = None,
+        heap_mb: int = 1024,
+    ) -> None:
+        super().__init__(path)
+        start_jvm(jar=jar, maven=maven, heap_mb=heap_mb)
+        image_reader = jimport("loci.formats.ImageReader")
+        channel_separator = jimport("loci.formats.ChannelSeparator")
+        metadata_tools = jimport("loci.formats.MetadataTools")
+        self._format_tools = jimport("loci.formats.FormatTools")
+        self._meta: Any = metadata_tools.createOMEXMLMetadata()
+        # ChannelSeparator turns RGB samples into ordinary channels, one plane each.
+        self._reader: Any = channel_separator(image_reader())
+        self._reader.setMetadataStore(self._meta)
+        self._reader.setFlattenedResolutions(False)
+        try:
+            self._reader.setId(str(path))
+        except Exception as exc:
+            self._close_quietly()
+            raise IngestError(path, _java_problem(exc)) from None
+        self._series = [self._series_info(s) for s in range(self._reader.getSeriesCount())]
+        if not self._series:
+            raise IngestError(path, "no images in file")
+        self._current = -1
+
+    def _series_info(self, s: int) -> SeriesInfo:
+        r = self._reader
+        r.setSeries(s)
+        r.setResolution(0)
+        pixel_type = str(self._format_tools.getPixelTypeString(r.getPixelType()))
+        return SeriesInfo(
+            index=s,
+            size_t=int(r.getSizeT()),
+            size_c=int(r.getSizeC()),
+            size_z=int(r.getSizeZ()),
+            size_y=int(r.getSizeY()),
+            size_x=int(r.getSizeX()),
+            dtype=_DTYPES[pixel_type],
+        )
+
+    @property
+    def format_name(self) -> str:
+        return str(self._reader.getFormat())
+
+    @property
+    def series(self) -> list[SeriesInfo]:
+        return self._series
+
+    @property
+    def ome_xml(self) -> str:
+        return str(self._meta.dumpXML())
+
+    @property
+    def used_files(self) -> list[Path]:
+        return sorted(Path(str(f)).resolve() for f in self._reader.getUsedFiles())
+
+    def read_tile(
+        self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
+    ) -> np.ndarray:
+        r = self._reader
+        if series != self._current:
+            r.setSeries(series)
+            r.setResolution(0)
+            self._current = series
+        info = self._series[series]
+        index = r.getIndex(z, c, t)
+        try:
+            raw = r.openBytes(index, x, y, width, height)
+        except Exception as exc:
+            raise IngestError(self.path, _java_problem(exc)) from None
+        dtype = np.dtype(info.dtype).newbyteorder("<" if r.isLittleEndian() else ">")
+        tile = np.frombuffer(memoryview(raw), dtype=dtype).reshape(height, width)
+        return tile.astype(info.dtype, copy=True)
+
+    def _close_quietly(self) -> None:
+        try:
+            self._reader.close()
+        except Exception:  # noqa: S110 - closing a half-opened reader must not mask the cause
+            pass
+
+    def close(self) -> None:
+        self._close_quietly()

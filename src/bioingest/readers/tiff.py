@@ -1,0 +1,222 @@
+"""tifffile: the JVM-free fast path for plain TIFF, ImageJ TIFF and single-file OME-TIFF.
+
+It takes a file only when it reads it exactly as Bio-Formats would (the tests compare
+both on every real sample); anything else goes to Bio-Formats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from bioingest import omexml
+from bioingest.errors import IngestError
+from bioingest.readers.base import SeriesInfo, SourceReader
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+_LOSSLESS = {
+    tifffile.COMPRESSION.NONE,
+    tifffile.COMPRESSION.LZW,
+    tifffile.COMPRESSION.ADOBE_DEFLATE,
+    tifffile.COMPRESSION.DEFLATE,
+    tifffile.COMPRESSION.PACKBITS,
+    tifffile.COMPRESSION.ZSTD,
+    tifffile.COMPRESSION.LZMA,
+}
+# Vendor flavours whose metadata Bio-Formats interprets with a reader of its own.
+_VENDOR_FLAGS = (
+    "lsm", "stk", "svs", "scn", "ndpi", "nih", "micromanager", "fluoview", "metaseries",
+    "qpi", "philips", "sis", "mdgel", "sem", "andor", "epics", "tvips", "eer", "streak",
+    "bif", "indica", "avs", "mmstack", "ndtiff", "geotiff", "fei", "vista", "scanimage",
+    "agilent", "uic", "dng", "nuvu", "zif", "subifd_pyramid",
+)
+_UNIT_NAMES = {"micron": "µm", "microns": "µm", "um": "µm", "µm": "µm", "\\u00B5m": "µm",
+               "nm": "nm", "mm": "mm", "cm": "cm", "m": "m", "pixel": "pixel"}
+
+
+def _pick_series(tif: tifffile.TiffFile) -> list[Any] | None:
+    """The series to ingest, or ``None`` when this file should go to Bio-Formats."""
+    if any(getattr(tif, f"is_{flag}", False) for flag in _VENDOR_FLAGS):
+        return None
+    series = list(tif.series)
+    if tif.is_ome:
+        xml = tif.pages.first.description
+        names = {Path(n).name for n in _ome_file_names(xml)}
+        if names - {Path(tif.filehandle.path).name} or "BinaryOnly" in xml:
+            return None
+    elif not (tif.is_imagej or tif.is_shaped or len(series) == 1):
+        return None
+    elif len(series) != 1:
+        return None
+    for s in series:
+        if any(p.compression not in _LOSSLESS for p in s.pages if p is not None):
+            return None
+        if _axis_plan(s) is None:
+            return None
+    return series
+
+
+def _ome_file_names(xml: str) -> list[str]:
+    root = omexml.parse(xml)
+    return [e.attrib["FileName"] for e in root.iter() if "FileName" in e.attrib]
+
+
+def _axis_plan(series: Any) -> list[tuple[str, str, int]] | None:
+    """Map each stored axis to a TCZYX dimension: ``(axis, dim, size)``, modulo axes included.
+
+    Modulo axes (OME ModuloAlong*) follow their parent dimension and vary faster than it,
+    which is how Bio-Formats folds them into Z, C or T. Leading unnamed axes of plain
+    multi-page files become T, as in Bio-Formats.
+    """
+    axes = series.axes
+    shape = series.shape
+    plan: list[tuple[str, str, int]] = []
+    parent: str | None = None
+    for axis, size in zip(axes, shape, strict=True):
+        if axis in "TCZ":
+            parent = axis
+            plan.append((axis, axis, size))
+        elif axis in "YX":
+            plan.append((axis, axis, size))
+        elif axis == "S":
+            plan.append((axis, "C", size))
+        elif parent is not None:
+            plan.append((axis, parent, size))
+        elif axis in "QIR" and size >= 1:
+            plan.append((axis, "T", size))
+        else:
+            return None
+    dims = [d for _, d, _ in plan]
+    if dims.count("Y") != 1 or dims.count("X") != 1:
+        return None
+    if dims.count("T") > 1 and "T" in axes and any(a in "QI" for a in axes):
+        return None
+    return plan
+
+
+class TiffReader(SourceReader):
+    """Read a TIFF-family file with tifffile, region by region, through its Zarr view."""
+
+    name = "tifffile"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        try:
+            self._tif = tifffile.TiffFile(path)
+        except Exception as exc:
+            raise IngestError(path, f"not a readable TIFF ({exc})") from None
+        picked = _pick_series(self._tif)
+        if picked is None:
+            self._tif.close()
+            raise IngestError(path, "not a TIFF flavour the tifffile fast path reads exactly")
+        self._plans = [_axis_plan(s) or [] for s in picked]
+        self._arrays: list[Any] = []
+        self._series: list[SeriesInfo] = []
+        for i, (s, plan) in enumerate(zip(picked, self._plans, strict=True)):
+            size = {d: 1 for d in "TCZYX"}
+            for _, dim, n in plan:
+                size[dim] *= n
+            self._series.append(
+                SeriesInfo(
+                    index=i, size_t=size["T"], size_c=size["C"], size_z=size["Z"],
+                    size_y=size["Y"], size_x=size["X"], dtype=str(np.dtype(s.dtype)),
+                )
+            )
+            store = s.aszarr(level=0)
+            self._arrays.append(zarr.open_array(store, mode="r"))
+        self._xml = self._tif.ome_metadata if self._tif.is_ome else self._make_ome_xml(picked[0])
+
+    def _physical(self, page: Any) -> dict[str, Any]:
+        """Physical sizes the way Bio-Formats derives them from resolution tags."""
+        meta: dict[str, Any] = {}
+        ij = self._tif.imagej_metadata or {}
+        tags = page.tags
+        xres, yres = tags.get("XResolution"), tags.get("YResolution")
+        unit_tag = tags.get("ResolutionUnit")
+        res_unit = int(unit_tag.value) if unit_tag is not None else 2
+        factor = {1: 1.0, 2: 25400.0, 3: 10000.0}.get(res_unit, 1.0)
+        unit = "µm"
+        if ij:
+            factor = 1.0
+            unit = _UNIT_NAMES.get(str(ij.get("unit", "")), "")
+        if unit:
+            for key, tag in (("X", xres), ("Y", yres)):
+                if tag is not None and tag.value[0] > 0:
+                    meta[f"PhysicalSize{key}"] = factor * tag.value[1] / tag.value[0]
+                    meta[f"PhysicalSize{key}Unit"] = unit
+            if ij.get("spacing"):
+                meta["PhysicalSizeZ"] = float(ij["spacing"])
+                meta["PhysicalSizeZUnit"] = unit
+        if ij.get("finterval"):
+            meta["TimeIncrement"] = float(ij["finterval"])
+            meta["TimeIncrementUnit"] = "s"
+        return meta
+
+    def _make_ome_xml(self, series: Any) -> str:
+        info = self._series[0]
+        ome = tifffile.OmeXml()
+        ome.addimage(
+            np.dtype(info.dtype),
+            info.shape,
+            (info.size_t * info.size_c * info.size_z, 1, 1, info.size_y, info.size_x, 1),
+            axes="TCZYX",
+            Name=self.path.name,
+            **self._physical(series.pages[0]),
+        )
+        return str(ome.tostring())
+
+    @property
+    def format_name(self) -> str:
+        if self._tif.is_ome:
+            return "OME-TIFF"
+        return "ImageJ TIFF" if self._tif.is_imagej else "TIFF"
+
+    @property
+    def series(self) -> list[SeriesInfo]:
+        return self._series
+
+    @property
+    def ome_xml(self) -> str:
+        return str(self._xml)
+
+    @property
+    def used_files(self) -> list[Path]:
+        return [self.path.resolve()]
+
+    def read_tile(
+        self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
+    ) -> np.ndarray:
+        wanted = {"T": t, "C": c, "Z": z}
+        # Split each TCZ index over its axes, last (fastest) axis first.
+        parts: dict[str, list[int]] = {"T": [], "C": [], "Z": []}
+        for _, dim, size in reversed(self._plans[series]):
+            if dim in parts:
+                parts[dim].append(wanted[dim] % size)
+                wanted[dim] //= size
+        index: list[Any] = []
+        for _, dim, _size in self._plans[series]:
+            if dim == "Y":
+                index.append(slice(y, y + height))
+            elif dim == "X":
+                index.append(slice(x, x + width))
+            else:
+                index.append(parts[dim].pop())
+        return np.ascontiguousarray(self._arrays[series][tuple(index)])
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def accepts(path: Path) -> bool:
+    """True when the tifffile fast path reads ``path`` exactly."""
+    if not path.name.lower().endswith(TIFF_SUFFIXES):
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _pick_series(tif) is not None
+    except Exception:
+        return False

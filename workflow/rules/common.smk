@@ -1,0 +1,48 @@
+# Shared set-up: config and sample validation, the dataset table, output paths.
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from bioingest.errors import IngestError
+from bioingest.inventory import from_config
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The verbs must come from the same installation that parsed this workflow.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+try:
+    DATASETS = {d.name: d for d in from_config(config)}
+except IngestError as exc:
+    raise WorkflowError(str(exc)) from None
+
+OUT = config["output_dir"].rstrip("/")
+
+
+wildcard_constraints:
+    dataset="|".join(re.escape(name) for name in DATASETS) or "^$",
+
+
+def intermediate(path):
+    """Intermediate stores are temporary unless keep_intermediate is set."""
+    return directory(path) if config["keep_intermediate"] else temp(directory(path))
+
+
+def dataset_files(wildcards):
+    """The main file a reader opens, and its companions (tracked, never passed on)."""
+    d = DATASETS[wildcards.dataset]
+    return {"source": str(d.main), "companions": [str(f) for f in d.files[1:]]}
+
+
+def pyramid_method(wildcards):
+    """Sample-sheet override (e.g. nearest for label images), else the config default."""
+    return DATASETS[wildcards.dataset].pyramid_method or config["pyramid_method"]
+
+
+def final_outputs():
+    """Every dataset's OME-Zarr."""
+    return [f"{OUT}/{name}/{name}.ome.zarr" for name in sorted(DATASETS)]

@@ -1,0 +1,24 @@
+rule convert:
+    message:
+        "convert {wildcards.dataset}: read the source once into a lossless intermediate Zarr"
+    input:
+        unpack(dataset_files),
+    output:
+        zarr=intermediate(f"{OUT}/intermediate/{{dataset}}.zarr"),
+        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
+    log:
+        f"{OUT}/logs/{{dataset}}/convert.log",
+    params:
+        reader=config["reader"],
+        tile_size=config["tile_size"],
+        jar=config["bioformats_jar"],
+        maven=config["bioformats_maven"],
+    resources:
+        java_heap_mb=config["java_heap_mb"],
+    conda:
+        "../../envs/bioingest.yaml"
+    shell:
+        "bioingest convert {input.source:q} --zarr {output.zarr:q} "
+        "--ome-xml {output.ome_xml:q} --reader {params.reader:q} "
+        "--tile-size {params.tile_size} --jar={params.jar:q} --maven={params.maven:q} "
+        "--java-heap-mb {resources.java_heap_mb} --log {log:q}"

@@ -1,0 +1,25 @@
+rule pyramid:
+    message:
+        "pyramid {wildcards.dataset}: write the final OME-Zarr with multiscale levels"
+    input:
+        zarr=f"{OUT}/intermediate/{{dataset}}.zarr",
+        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
+    output:
+        directory(f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr"),
+    log:
+        f"{OUT}/logs/{{dataset}}/pyramid.log",
+    params:
+        ngff_version=str(config["ngff_version"]),
+        chunk_size=config["chunk_size"],
+        shard_chunks=config["shard_chunks"],
+        compression_level=config["compression_level"],
+        method=pyramid_method,
+        min_size=config["pyramid_min_size"],
+    conda:
+        "../../envs/bioingest.yaml"
+    shell:
+        "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
+        "--name {wildcards.dataset:q} --ngff-version {params.ngff_version:q} "
+        "--chunk-size {params.chunk_size} --shard-chunks {params.shard_chunks} "
+        "--compression-level {params.compression_level} --method {params.method:q} "
+        "--min-size {params.min_size} --log {log:q}"
