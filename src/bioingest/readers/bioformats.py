@@ -106,6 +106,11 @@ class BioFormatsReader(SourceReader):
         )
 
     @property
+    def metadata(self) -> Any:
+        """The reader's ``OMEXMLMetadata`` (Java object) for direct getter access."""
+        return self._meta
+
+    @property
     def format_name(self) -> str:
         return str(self._reader.getFormat())
 

@@ -1,0 +1,89 @@
+"""Shared fixtures: real sample data, real workflow runs, a Bio-Formats reference reader."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+BIN = Path(sys.executable).parent
+
+
+def manifest_rows() -> list[dict[str, str]]:
+    """Rows of ``../shared/data/real/MANIFEST.tsv`` (empty when the folder is missing;
+    the ``real_dir`` fixture then fails every test that needs it)."""
+    path = REAL / "MANIFEST.tsv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The shared folder of real instrument files; missing data is a failure, not a skip."""
+    assert (REAL / "MANIFEST.tsv").is_file(), f"real sample data missing at {REAL}"
+    return REAL
+
+
+def run_workflow(
+    workdir: Path,
+    config: Mapping[str, Any],
+    *,
+    extra: Sequence[str] = (),
+    check: bool = True,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real workflow with ``snakemake`` in ``workdir``; return the finished process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(BIN / "snakemake"),
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--cores", "2",
+        "--config", *[f"{k}={v}" for k, v in config.items()],
+        *extra,
+    ]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def real_run(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Output folder of one real workflow run over every real sample (NGFF 0.5 defaults)."""
+    base = tmp_path_factory.mktemp("real-run")
+    out = base / "out"
+    run_workflow(base / "work", {"input_dir": real_dir, "output_dir": out})
+    return out
+
+
+@pytest.fixture(scope="session")
+def bioformats() -> Iterator[Any]:
+    """Factory opening a file with Bio-Formats in this process (the reference reader)."""
+    from bioingest.readers.bioformats import BioFormatsReader
+
+    opened: list[BioFormatsReader] = []
+
+    def open_reader(path: Path) -> BioFormatsReader:
+        reader = BioFormatsReader(path)
+        opened.append(reader)
+        return reader
+
+    yield open_reader
+    for r in opened:
+        r.close()
