@@ -12,6 +12,7 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/convert.smk"
+include: "workflow/rules/metadata.smk"
 include: "workflow/rules/pyramid.smk"
 
 

@@ -43,6 +43,7 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         args.source,
         zarr_path=args.zarr,
         ome_xml_path=args.ome_xml,
+        source_json_path=args.source_json,
         reader=args.reader,
         tile_size=args.tile_size,
         jar=args.jar or None,
@@ -64,6 +65,65 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
     )
     name = args.name or args.out.name.removesuffix(".ome.zarr")
     build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts)
+
+
+def _ome_xml_of(path: Path) -> tuple[str, dict[str, object]]:
+    """OME-XML and source description for an OME-XML file, an OME-Zarr or a source file."""
+    import json
+
+    if path.is_dir():
+        for candidate in (
+            path / "OME" / "METADATA.ome.xml",
+            path.with_name(path.name.removesuffix(".ome.zarr") + ".ome.xml"),
+        ):
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8"), {"source": path.name}
+        raise IngestError(path, "no OME-XML found (neither OME/METADATA.ome.xml nor a sibling)")
+    if path.name.lower().endswith((".ome.xml", ".xml")):
+        sidecar = path.with_name(path.name.removesuffix(".ome.xml") + ".source.json")
+        info = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+        return path.read_text(encoding="utf-8"), info
+    from bioingest.readers import open_source
+
+    with open_source(path) as src:
+        return src.ome_xml, {"source": path.name, "format": src.format_name}
+
+
+def _cmd_metadata(args: argparse.Namespace) -> None:
+    import json
+
+    from bioingest import atomic
+    from bioingest.metadata import build_record, load_study
+
+    xml, info = _ome_xml_of(args.source)
+    if args.source_json:
+        info = json.loads(args.source_json.read_text(encoding="utf-8"))
+    study = load_study(args.study) if args.study else None
+    name = args.dataset or args.source.name.split(".")[0]
+    record = build_record(
+        xml,
+        dataset=name,
+        source_file=str(info.get("source", "")),
+        reader_format=str(info.get("format", "")),
+        study=study,
+    )
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        atomic.write_text(args.out, text)
+        score = record["completeness"]
+        log.info(
+            "metadata %s: %s (tier 1 %.1f%%, tier 2 %.1f%%), flags: %s",
+            name, score["nbo_tier"], score["tier1_pct"], score["tier2_pct"],
+            ", ".join(sorted({f for s in record["series"] for f in s["flags"]})) or "none",
+        )
+    else:
+        sys.stdout.write(text)
+
+
+def _cmd_tables(args: argparse.Namespace) -> None:
+    from bioingest.tables import write_metadata_tables
+
+    write_metadata_tables(args.records, args.out_dir)
 
 
 def _cmd_inventory(args: argparse.Namespace) -> None:
@@ -102,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="main file of the dataset")
     p.add_argument("--zarr", type=Path, required=True, help="intermediate store to write")
     p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML file to write")
+    p.add_argument("--source-json", type=Path,
+                   help="also write the reader, format and files used as JSON")
     p.add_argument(
         "--reader", choices=["auto", "bioformats", "tifffile"], default="auto",
         help="auto: tifffile for TIFFs it reads exactly, else Bio-Formats (default: auto)",
@@ -114,6 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum Java heap in MiB (default: 1024)")
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "metadata",
+        help="normalised metadata record, sanity flags and completeness score",
+        description="Read OME-XML (a .ome.xml file, an OME-Zarr, or any source file) and "
+        "write a normalised record: values in µm, s and nm with their origin "
+        "(file/user/inferred/missing), sanity flags and the NBO/REMBI completeness score.",
+    )
+    p.add_argument("source", type=Path, help="OME-XML file, OME-Zarr folder or image file")
+    p.add_argument("--out", type=Path, help="metadata.json to write (default: print)")
+    p.add_argument("--dataset", default="", help="dataset name (default: from the file name)")
+    p.add_argument("--source-json", type=Path, help="source description written by convert")
+    p.add_argument("--study", type=Path, help="study metadata YAML (see config/study.yaml)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_metadata)
+
+    p = sub.add_parser(
+        "tables",
+        help="run-wide images/channels tables from metadata records",
+        description="Collect metadata.json records into images.tsv and channels.tsv "
+        "(one row per series / per channel) plus Parquet copies.",
+    )
+    p.add_argument("records", type=Path, nargs="+", help="metadata.json files")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the tables")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_tables)
 
     p = sub.add_parser(
         "pyramid",

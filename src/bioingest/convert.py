@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def convert(
     *,
     zarr_path: Path,
     ome_xml_path: Path,
+    source_json_path: Path | None = None,
     reader: ReaderChoice = "auto",
     tile_size: int = 1024,
     jar: str | None = None,
@@ -75,6 +77,8 @@ def convert(
         Intermediate Zarr v3 store to create (one TCZYX array per series).
     ome_xml_path
         Where to keep the reader's complete OME-XML.
+    source_json_path
+        Where to keep the description (reader, format, files used, series shapes) as JSON.
     reader
         ``auto``, ``bioformats`` or ``tifffile``.
     tile_size
@@ -99,7 +103,8 @@ def convert(
             "bioingest_version": __version__,
             "used_files": [p.name for p in src.used_files],
             "series": [
-                {"index": s.index, "shape": list(s.shape), "dtype": s.dtype} for s in src.series
+                {"index": s.index, "shape": list(s.shape), "dtype": s.dtype, "rgb": s.rgb}
+                for s in src.series
             ],
         }
         with atomic.atomic_dir(zarr_path) as tmp:
@@ -108,4 +113,6 @@ def convert(
                 _copy_series(src, info, root, tile_size)
             root.attrs[ATTR] = description
         atomic.write_text(ome_xml_path, src.ome_xml)
+        if source_json_path is not None:
+            atomic.write_text(source_json_path, json.dumps(description, indent=2) + "\n")
     return description

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import string
+
+import numpy as np
 from typing import Any, Literal
 
 NgffVersion = Literal["0.4", "0.5"]
@@ -84,3 +86,36 @@ def column_name(index: int, convention: str) -> str:
     if convention == "letter":
         return row_name(index, "letter")
     return str(index + 1)
+
+
+def omero(
+    *,
+    channels: list[tuple[str, str]],
+    ranges: list[tuple[float, float]],
+    dtype: np.dtype[Any],
+    default_z: int,
+) -> dict[str, Any]:
+    """The ``omero`` rendering block: labels, colours and windows from the data range."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        full = (float(info.min), float(info.max))
+    else:
+        full = None
+    out = []
+    for (label, colour), (start, end) in zip(channels, ranges, strict=True):
+        lo, hi = full if full is not None else (start, end)
+        out.append(
+            {
+                "label": label,
+                "color": colour,
+                "active": True,
+                "coefficient": 1.0,
+                "family": "linear",
+                "inverted": False,
+                "window": {"min": lo, "max": hi, "start": start, "end": end},
+            }
+        )
+    return {
+        "channels": out,
+        "rdefs": {"defaultT": 0, "defaultZ": default_z, "model": "color"},
+    }

@@ -13,7 +13,7 @@ import zarr
 from numcodecs import Zstd
 from zarr.codecs import BloscCodec
 
-from bioingest import atomic, ngff, omexml
+from bioingest import atomic, metadata, ngff, omexml
 from bioingest.convert import ATTR, tiles
 from bioingest.ngff import NgffVersion
 from bioingest.progress import Progress
@@ -124,10 +124,17 @@ def write_image(
     meta: omexml.ImageMeta,
     *,
     name: str,
+    channels: list[tuple[str, str]],
     opts: StoreOptions,
 ) -> None:
-    """Write one multiscale image into ``group`` from a TCZYX intermediate array."""
+    """Write one multiscale image into ``group`` from a TCZYX intermediate array.
+
+    ``channels`` gives each channel's label and hex colour for the ``omero`` block, whose
+    display windows come from the data range measured while level 0 is written.
+    """
     size_t, size_c, size_z, size_y, size_x = source.shape
+    low = np.full(size_c, np.inf)
+    high = np.full(size_c, -np.inf)
     shapes = level_shapes(size_y, size_x, opts)
     progress = Progress(f"pyramid {name}", size_t * size_c * size_z * len(shapes))
     previous: Any = source
@@ -139,6 +146,9 @@ def write_image(
                     for y, x, h, w in tiles(ly, lx, opts.block):
                         if k == 0:
                             out = previous[t, c, z, y : y + h, x : x + w]
+                            if out.size and not np.all(np.isnan(out)):
+                                low[c] = min(low[c], float(np.nanmin(out)))
+                                high[c] = max(high[c], float(np.nanmax(out)))
                         else:
                             out = _downsampled_block(previous, (t, c, z), y, x, h, w, opts)
                         level[t, c, z, y : y + h, x : x + w] = out
@@ -154,7 +164,13 @@ def write_image(
         method=opts.method,
         version=opts.version,
     )
-    group.attrs.update(ngff.wrap(opts.version, {"multiscales": [multiscale]}))
+    omero = ngff.omero(
+        channels=channels,
+        ranges=[(lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(low, high, strict=True)],
+        dtype=np.dtype(source.dtype),
+        default_z=size_z // 2,
+    )
+    group.attrs.update(ngff.wrap(opts.version, {"multiscales": [multiscale], "omero": omero}))
 
 
 def _downsampled_block(
@@ -224,6 +240,15 @@ def build(
     metas = omexml.images(xml)
     if len(metas) != count:
         metas = [omexml.ImageMeta("", "", (None, None, None), None) for _ in range(count)]
+    records = metadata.build_record(xml, dataset=name)["series"]
+
+    def display(i: int) -> list[tuple[str, str]]:
+        info = description["series"][i]
+        record = records[i] if i < len(records) else None
+        return metadata.display_channels(
+            record, int(info["shape"][1]), rgb=bool(info.get("rgb", False))
+        )
+
     layout, plate = choose_layout(xml, count)
     log.info("pyramid %s: %s layout, %d series, NGFF %s", name, layout, count, opts.version)
     zarr_format = 3 if opts.version == "0.5" else 2
@@ -236,17 +261,23 @@ def build(
     with atomic.atomic_dir(out) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
         if layout == "image":
-            write_image(root, series_array(0), metas[0], name=name, opts=opts)
+            write_image(
+                root, series_array(0), metas[0], name=name, channels=display(0), opts=opts
+            )
         elif layout == "bioformats2raw":
             for i in range(count):
                 group = root.create_group(str(i))
                 label = metas[i].name or f"{name} series {i}"
-                write_image(group, series_array(i), metas[i], name=label, opts=opts)
+                write_image(
+                    group, series_array(i), metas[i], name=label, channels=display(i), opts=opts
+                )
             root.attrs.update(ngff.wrap(opts.version, {"bioformats2raw.layout": 3}))
             _write_ome_group(root, tmp, xml, [str(i) for i in range(count)], opts)
         else:
             assert plate is not None
-            paths = _write_plate(root, plate, series_array, metas, name=name, opts=opts)
+            paths = _write_plate(
+                root, plate, series_array, metas, display, name=name, opts=opts
+            )
             _write_ome_group(root, tmp, xml, paths, opts)
     return layout
 
@@ -256,6 +287,7 @@ def _write_plate(
     plate: omexml.Plate,
     series_array: Any,
     metas: list[omexml.ImageMeta],
+    display: Any,
     *,
     name: str,
     opts: StoreOptions,
@@ -274,7 +306,9 @@ def _write_plate(
         for field, s in enumerate(well.series):
             field_group = well_group.create_group(str(field))
             label = metas[s].name or f"{name} {well_path} field {field}"
-            write_image(field_group, series_array(s), metas[s], name=label, opts=opts)
+            write_image(
+                field_group, series_array(s), metas[s], name=label, channels=display(s), opts=opts
+            )
             images.append({"path": str(field)})
             paths[s] = f"{well_path}/{field}"
         well_attrs: dict[str, Any] = {"images": images}

@@ -1,6 +1,7 @@
 # Shared set-up: config and sample validation, the dataset table, output paths.
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,6 +44,23 @@ def pyramid_method(wildcards):
     return DATASETS[wildcards.dataset].pyramid_method or config["pyramid_method"]
 
 
+def study_file(wildcards):
+    """The study metadata file, tracked as an input when the user gave one."""
+    return [config["study"]] if config["study"] else []
+
+
+def study_option(wildcards, input):
+    """The --study option for the metadata verb, quoted."""
+    return f"--study {shlex.quote(input.study[0])}" if input.study else ""
+
+
+def dataset_records(wildcards):
+    """metadata.json of every dataset."""
+    return [f"{OUT}/{name}/metadata.json" for name in sorted(DATASETS)]
+
+
 def final_outputs():
-    """Every dataset's OME-Zarr."""
-    return [f"{OUT}/{name}/{name}.ome.zarr" for name in sorted(DATASETS)]
+    """Everything a complete run produces."""
+    stores = [f"{OUT}/{name}/{name}.ome.zarr" for name in sorted(DATASETS)]
+    tables = [f"{OUT}/summary/{t}.{ext}" for t in ("images", "channels") for ext in ("tsv", "parquet")]
+    return stores + tables

@@ -6,6 +6,7 @@ rule convert:
     output:
         zarr=intermediate(f"{OUT}/intermediate/{{dataset}}.zarr"),
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
+        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
     log:
         f"{OUT}/logs/{{dataset}}/convert.log",
     params:
@@ -19,6 +20,6 @@ rule convert:
         "../../envs/bioingest.yaml"
     shell:
         "bioingest convert {input.source:q} --zarr {output.zarr:q} "
-        "--ome-xml {output.ome_xml:q} --reader {params.reader:q} "
+        "--ome-xml {output.ome_xml:q} --source-json {output.source_json:q} --reader {params.reader:q} "
         "--tile-size {params.tile_size} --jar={params.jar:q} --maven={params.maven:q} "
         "--java-heap-mb {resources.java_heap_mb} --log {log:q}"

@@ -21,6 +21,8 @@ class SeriesInfo:
     size_y: int
     size_x: int
     dtype: str
+    #: Channels are the red, green and blue samples of colour pixels.
+    rgb: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:

@@ -103,6 +103,7 @@ class BioFormatsReader(SourceReader):
             size_y=int(r.getSizeY()),
             size_x=int(r.getSizeX()),
             dtype=_DTYPES[pixel_type],
+            rgb=bool(r.getReader().isRGB()) and int(r.getSizeC()) == 3,
         )
 
     @property

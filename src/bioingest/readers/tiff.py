@@ -124,6 +124,7 @@ class TiffReader(SourceReader):
                 SeriesInfo(
                     index=i, size_t=size["T"], size_c=size["C"], size_z=size["Z"],
                     size_y=size["Y"], size_x=size["X"], dtype=str(np.dtype(s.dtype)),
+                    rgb="S" in s.axes and size["C"] == 3,
                 )
             )
             store = s.aszarr(level=0)
@@ -159,6 +160,7 @@ class TiffReader(SourceReader):
     def _make_ome_xml(self, series: Any) -> str:
         info = self._series[0]
         ome = tifffile.OmeXml()
+        # RGB samples become ordinary channels, as Bio-Formats' TIFF reader reports them.
         ome.addimage(
             np.dtype(info.dtype),
             info.shape,

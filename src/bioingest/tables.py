@@ -1,0 +1,56 @@
+"""Run-wide summary tables (TSV and Parquet) built from per-dataset records with pandas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bioingest import atomic, metadata
+
+INT_COLUMNS = {"series", "channel", "size_x", "size_y", "size_z", "size_c", "size_t",
+               "significant_bits"}
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in columns:
+        if col in INT_COLUMNS:
+            frame[col] = frame[col].astype("Int64")
+        elif frame[col].dtype == object and col not in metadata.IMAGE_COLUMNS[:1]:
+            numeric = pd.to_numeric(frame[col], errors="coerce")
+            if numeric.notna().sum() == frame[col].notna().sum() and frame[col].notna().any():
+                frame[col] = numeric.astype("float64")
+    return frame
+
+
+def _write(frame: Any, out_dir: Path, stem: str) -> None:
+    tsv = frame.to_csv(sep="\t", index=False, na_rep="", lineterminator="\n")
+    atomic.write_text(out_dir / f"{stem}.tsv", tsv)
+    tmp = out_dir / f".{stem}.parquet.partial"
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(out_dir / f"{stem}.parquet")
+
+
+def write_metadata_tables(records: Iterable[Path], out_dir: Path) -> None:
+    """Write ``images`` and ``channels`` tables (TSV and Parquet) into ``out_dir``.
+
+    Parameters
+    ----------
+    records
+        ``metadata.json`` files written by ``bioingest metadata``.
+    out_dir
+        Folder for ``images.tsv``, ``channels.tsv`` and their Parquet copies.
+    """
+    images: list[dict[str, Any]] = []
+    channels: list[dict[str, Any]] = []
+    for path in sorted(records):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        images.extend(metadata.image_rows(record))
+        channels.extend(metadata.channel_rows(record))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write(_frame(images, metadata.IMAGE_COLUMNS), out_dir, "images")
+    _write(_frame(channels, metadata.CHANNEL_COLUMNS), out_dir, "channels")

@@ -1,0 +1,38 @@
+rule metadata:
+    message:
+        "metadata {wildcards.dataset}: normalised record, sanity flags, completeness score"
+    input:
+        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
+        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
+        study=study_file,
+    output:
+        f"{OUT}/{{dataset}}/metadata.json",
+    log:
+        f"{OUT}/logs/{{dataset}}/metadata.log",
+    params:
+        study=study_option,
+    conda:
+        "../../envs/bioingest.yaml"
+    shell:
+        "bioingest metadata {input.ome_xml:q} --dataset {wildcards.dataset:q} "
+        "--source-json {input.source_json:q} {params.study} --out {output:q} --log {log:q}"
+
+
+rule metadata_tables:
+    message:
+        "summary tables: one row per series (images) and per channel (channels)"
+    input:
+        dataset_records,
+    output:
+        images=f"{OUT}/summary/images.tsv",
+        channels=f"{OUT}/summary/channels.tsv",
+        images_parquet=f"{OUT}/summary/images.parquet",
+        channels_parquet=f"{OUT}/summary/channels.parquet",
+    log:
+        f"{OUT}/logs/metadata_tables.log",
+    params:
+        out_dir=f"{OUT}/summary",
+    conda:
+        "../../envs/bioingest.yaml"
+    shell:
+        "bioingest tables {input:q} --out-dir {params.out_dir:q} --log {log:q}"
