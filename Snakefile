@@ -11,6 +11,7 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/checksums.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/metadata.smk"
 include: "workflow/rules/pyramid.smk"

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bioingest import __version__
 from bioingest.errors import IngestError
@@ -64,7 +65,69 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
         min_size=args.min_size,
     )
     name = args.name or args.out.name.removesuffix(".ome.zarr")
-    build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts)
+    study = _study(args.study)
+    build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts, study=study)
+
+
+def _study(path: Path | None) -> dict[str, Any] | None:
+    from bioingest.metadata import load_study
+
+    return load_study(path) if path else None
+
+
+def _cmd_checksum(args: argparse.Namespace) -> None:
+    from bioingest import checksum
+
+    if args.action == "sources":
+        checksum.write_source_fixity(args.paths, root=args.root, out=args.out,
+                                     threads=args.threads)
+        return
+    (out_dir,) = args.paths
+    problems = []
+    if args.sources_root is not None:
+        for fixity in sorted(out_dir.glob("*/source-sha256.txt")):
+            problems += checksum.check_sources(fixity, root=args.sources_root,
+                                               threads=args.threads)
+    if problems:
+        raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
+    checksum.write_manifest(out_dir, out=args.out, threads=args.threads)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from bioingest.checksum import verify
+
+    problems = verify(args.out_dir, against=args.against, pixels=args.pixels,
+                      sources_root=args.sources, threads=args.threads)
+    for line in problems:
+        print(line)
+    if problems:
+        log.error("%s: %d problem(s) found", args.out_dir, len(problems))
+        return 1
+    checked = "pixels, files" if args.pixels else "files"
+    log.info("%s: verified (%s%s)", args.out_dir, checked,
+             ", sources" if args.sources else "; sources not checked, pass --sources DIR")
+    return 0
+
+
+def _cmd_bag(args: argparse.Namespace) -> None:
+    from bioingest.provenance import make_bag
+
+    make_bag(args.out_dir, threads=args.threads)
+    log.info("%s: BagIt bag written (payload in data/)", args.out_dir)
+
+
+def _cmd_provenance(args: argparse.Namespace) -> None:
+    import json
+
+    from bioingest import atomic, provenance
+
+    study = _study(args.study)
+    if args.action == "bia-list":
+        atomic.write_text(args.out, provenance.bia_file_list(args.out_dir, study=study))
+        return
+    config = json.loads(args.config_json) if args.config_json else {}
+    provenance.write_run_crate(args.out_dir, sources=args.sources, config=config, study=study,
+                               started=args.started)
 
 
 def _ome_xml_of(path: Path) -> tuple[str, dict[str, object]]:
@@ -100,12 +163,18 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
         info = json.loads(args.source_json.read_text(encoding="utf-8"))
     study = load_study(args.study) if args.study else None
     name = args.dataset or args.source.name.split(".")[0]
+    hashes = None
+    if args.store:
+        from bioingest.checksum import store_pixel_hashes
+
+        hashes = store_pixel_hashes(args.store)
     record = build_record(
         xml,
         dataset=name,
         source_file=str(info.get("source", "")),
         reader_format=str(info.get("format", "")),
         study=study,
+        pixel_hashes=hashes,
     )
     text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     if args.out:
@@ -189,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="", help="dataset name (default: from the file name)")
     p.add_argument("--source-json", type=Path, help="source description written by convert")
     p.add_argument("--study", type=Path, help="study metadata YAML (see config/study.yaml)")
+    p.add_argument("--store", type=Path,
+                   help="final OME-Zarr: record each image's pixel-content hash")
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_metadata)
 
@@ -226,7 +297,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=_positive, default=64,
                    help="smallest plane edge a level may have (default: 64)")
     p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.add_argument("--study", type=Path, help="study metadata YAML for the store's RO-Crate")
     p.set_defaults(func=_cmd_pyramid)
+
+    p = sub.add_parser(
+        "checksum",
+        help="source fixity and the output manifest (SHA-256, BagIt format)",
+        description="'sources FILE... --root DIR --out F' records the SHA-256 of a dataset's "
+        "source files; 'manifest OUT' re-checks every source-sha256.txt (with "
+        "--sources-root) and hashes every output file into OUT/manifest-sha256.txt.",
+    )
+    p.add_argument("action", choices=["sources", "manifest"])
+    p.add_argument("paths", type=Path, nargs="+", help="source files, or the output folder")
+    p.add_argument("--root", type=Path, default=Path("."),
+                   help="folder source paths are recorded relative to (sources)")
+    p.add_argument("--sources-root", type=Path, help="input folder to re-check (manifest)")
+    p.add_argument("--out", type=Path, help="file to write")
+    p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_checksum)
+
+    p = sub.add_parser(
+        "verify",
+        help="re-check an output folder against its manifest",
+        description="Re-hash every output file and compare with OUT/manifest-sha256.txt (or "
+        "--against another manifest). Prints one line per missing, extra or changed file and "
+        "exits 1 if there is any.",
+    )
+    p.add_argument("out_dir", type=Path, help="output folder of a run")
+    p.add_argument("--against", type=Path, help="compare with this manifest instead")
+    p.add_argument("--pixels", action="store_true",
+                   help="compare OME-Zarr stores by pixel content, not bytes")
+    p.add_argument("--sources", type=Path, help="input folder: re-check source fixity too")
+    p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "bag",
+        help="turn an output folder into a BagIt bag",
+        description="Move the output folder's content into data/ and write the BagIt tag "
+        "files (SHA-256), so archives can validate it with any BagIt tool.",
+    )
+    p.add_argument("out_dir", type=Path, help="output folder of a run")
+    p.add_argument("--threads", type=_positive, default=2, help="hashing processes (default: 2)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_bag)
+
+    p = sub.add_parser(
+        "provenance",
+        help="Workflow Run RO-Crate of a run, or the BioImage Archive file list",
+        description="'crate OUT' writes OUT/ro-crate-metadata.json (Workflow Run Crate: "
+        "workflow, versions, config, every input and output with size and checksum); "
+        "'bia-list OUT --out F' writes the BioImage Archive file list.",
+    )
+    p.add_argument("action", choices=["crate", "bia-list"])
+    p.add_argument("out_dir", type=Path, help="output folder of a run")
+    p.add_argument("--sources", type=Path, nargs="*", default=[], help="every input file")
+    p.add_argument("--config-json", default="", help="the workflow configuration as JSON")
+    p.add_argument("--study", type=Path, help="study metadata YAML")
+    p.add_argument("--started", default="", help="ISO time the run started")
+    p.add_argument("--out", type=Path, help="file to write (bia-list)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_provenance)
     return parser
 
 
@@ -235,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log", None))
     try:
-        args.func(args)
+        status = args.func(args)
     except IngestError as exc:
         log.error("%s", exc)
         return 1
@@ -252,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s: unexpected %s: %s", subject, type(exc).__name__, exc)
         log.debug("traceback", exc_info=True)
         return 1
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import json
 import re
 import unicodedata
@@ -143,7 +144,7 @@ def _unique_names(items: list[tuple[str, Path, Path]]) -> list[str]:
 
 def discover(input_dir: Path) -> list[Dataset]:
     """Every dataset below ``input_dir`` (recursive; hidden files and folders skipped)."""
-    root = input_dir.resolve()
+    root = Path(os.path.normpath(input_dir.absolute()))
     if not root.is_dir():
         raise IngestError(input_dir, "input_dir is not a folder")
     files = [
@@ -195,7 +196,8 @@ def read_sheet(sheet: Path) -> list[Dataset]:
             )
         seen[name.lower()] = line
         path = Path(clean["path"])
-        main = (path if path.is_absolute() else sheet.parent / path).resolve()
+        # Absolute but not resolved: a symlink stays where the user put it.
+        main = Path(os.path.normpath((path if path.is_absolute() else sheet.parent / path).absolute()))
         if not main.is_file():
             raise IngestError(sheet, f"line {line}: file not found: {main}")
         siblings = [p for p in main.parent.iterdir() if p.is_file() and suffix(p)]
@@ -206,6 +208,14 @@ def read_sheet(sheet: Path) -> list[Dataset]:
                     pyramid_method=clean.get("pyramid_method", ""))
         )
     return datasets
+
+
+def input_root(config: dict[str, Any], *, base: Path | None = None) -> Path:
+    """The folder source paths are recorded relative to: input_dir, or the sheet's folder."""
+    here = base or Path.cwd()
+    if config.get("samples"):
+        return Path(os.path.normpath((here / config["samples"]).absolute())).parent
+    return Path(os.path.normpath((here / config["input_dir"]).absolute()))
 
 
 def from_config(config: dict[str, Any], *, base: Path | None = None) -> list[Dataset]:

@@ -393,6 +393,7 @@ def build_record(
     source_file: str = "",
     reader_format: str = "",
     study: dict[str, Any] | None = None,
+    pixel_hashes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The normalised metadata record for one dataset.
 
@@ -406,12 +407,16 @@ def build_record(
         Where the data came from, for the tables.
     study
         Validated user study metadata (``config/study.yaml``), or ``None``.
+    pixel_hashes
+        Pixel-content hash of each series' level 0 (see :mod:`bioingest.pixelhash`).
     """
     root = omexml.parse(xml)
     idx = _index(root)
     series = [_series_record(img, i, idx) for i, img in enumerate(_kids(root, "Image"))]
-    for s in series:
+    for i, s in enumerate(series):
         s["flags"] = sanity_flags(s)
+        if pixel_hashes is not None and i < len(pixel_hashes):
+            s["pixel_sha256"] = field(pixel_hashes[i], "inferred")
     study_fields = study_record(study)
     return {
         "dataset": dataset,

@@ -13,7 +13,7 @@ import zarr
 from numcodecs import Zstd
 from zarr.codecs import BloscCodec
 
-from bioingest import atomic, metadata, ngff, omexml
+from bioingest import atomic, metadata, ngff, omexml, provenance
 from bioingest.convert import ATTR, tiles
 from bioingest.ngff import NgffVersion
 from bioingest.progress import Progress
@@ -211,6 +211,7 @@ def build(
     *,
     name: str,
     opts: StoreOptions,
+    study: dict[str, Any] | None = None,
 ) -> Layout:
     """Write the final OME-Zarr for one dataset.
 
@@ -226,6 +227,8 @@ def build(
         Dataset name, used for single images.
     opts
         Layout and compression options.
+    study
+        Study metadata for the store's own RO-Crate (licence, organism, modality).
 
     Returns
     -------
@@ -279,6 +282,7 @@ def build(
                 root, plate, series_array, metas, display, name=name, opts=opts
             )
             _write_ome_group(root, tmp, xml, paths, opts)
+        provenance.write_store_crate(tmp, name=name, study=study)
     return layout
 
 

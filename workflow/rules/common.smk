@@ -1,4 +1,5 @@
 # Shared set-up: config and sample validation, the dataset table, output paths.
+import json
 import os
 import re
 import shlex
@@ -9,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from bioingest.errors import IngestError
-from bioingest.inventory import from_config
+from bioingest.inventory import from_config, input_root
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -22,6 +23,7 @@ except IngestError as exc:
     raise WorkflowError(str(exc)) from None
 
 OUT = config["output_dir"].rstrip("/")
+INPUT_ROOT = str(input_root(config))
 
 
 wildcard_constraints:
@@ -59,8 +61,32 @@ def dataset_records(wildcards):
     return [f"{OUT}/{name}/metadata.json" for name in sorted(DATASETS)]
 
 
+def config_json(wildcards):
+    """The validated configuration, for the run's provenance."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def all_sources(wildcards):
+    """Every source file of every dataset, companions included."""
+    return sorted(str(f) for d in DATASETS.values() for f in d.files)
+
+
+def source_fixities(wildcards):
+    """source-sha256.txt of every dataset."""
+    return [f"{OUT}/{name}/source-sha256.txt" for name in sorted(DATASETS)]
+
+
+def deliverables(wildcards=None):
+    """Every output the manifest covers."""
+    stores = [f"{OUT}/{name}/{name}.ome.zarr" for name in sorted(DATASETS)]
+    tables = [
+        f"{OUT}/summary/{t}.{ext}"
+        for t in ("images", "channels")
+        for ext in ("tsv", "parquet")
+    ]
+    return stores + dataset_records(wildcards) + tables + [f"{OUT}/bia-file-list.tsv"]
+
+
 def final_outputs():
     """Everything a complete run produces."""
-    stores = [f"{OUT}/{name}/{name}.ome.zarr" for name in sorted(DATASETS)]
-    tables = [f"{OUT}/summary/{t}.{ext}" for t in ("images", "channels") for ext in ("tsv", "parquet")]
-    return stores + tables
+    return deliverables() + [f"{OUT}/manifest-sha256.txt", f"{OUT}/ro-crate-metadata.json"]

@@ -3,6 +3,7 @@ rule convert:
         "convert {wildcards.dataset}: read the source once into a lossless intermediate Zarr"
     input:
         unpack(dataset_files),
+        fixity=f"{OUT}/{{dataset}}/source-sha256.txt",
     output:
         zarr=intermediate(f"{OUT}/intermediate/{{dataset}}.zarr"),
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",

@@ -4,6 +4,7 @@ rule metadata:
     input:
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
         source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
+        store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
         study=study_file,
     output:
         f"{OUT}/{{dataset}}/metadata.json",
@@ -15,7 +16,8 @@ rule metadata:
         "../../envs/bioingest.yaml"
     shell:
         "bioingest metadata {input.ome_xml:q} --dataset {wildcards.dataset:q} "
-        "--source-json {input.source_json:q} {params.study} --out {output:q} --log {log:q}"
+        "--source-json {input.source_json:q} --store {input.store:q} {params.study} "
+        "--out {output:q} --log {log:q}"
 
 
 rule metadata_tables:

@@ -4,6 +4,7 @@ rule pyramid:
     input:
         zarr=f"{OUT}/intermediate/{{dataset}}.zarr",
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
+        study=study_file,
     output:
         directory(f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr"),
     log:
@@ -15,6 +16,7 @@ rule pyramid:
         compression_level=config["compression_level"],
         method=pyramid_method,
         min_size=config["pyramid_min_size"],
+        study=study_option,
     conda:
         "../../envs/bioingest.yaml"
     shell:
@@ -22,4 +24,4 @@ rule pyramid:
         "--name {wildcards.dataset:q} --ngff-version {params.ngff_version:q} "
         "--chunk-size {params.chunk_size} --shard-chunks {params.shard_chunks} "
         "--compression-level {params.compression_level} --method {params.method:q} "
-        "--min-size {params.min_size} --log {log:q}"
+        "--min-size {params.min_size} {params.study} --log {log:q}"

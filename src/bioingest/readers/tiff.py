@@ -6,6 +6,7 @@ both on every real sample); anything else goes to Bio-Formats.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,8 @@ class TiffReader(SourceReader):
             Name=self.path.name,
             **self._physical(series.pages[0]),
         )
-        return str(ome.tostring())
+        # tifffile stamps a random UUID; drop it (optional in OME) so reruns are identical.
+        return re.sub(r' UUID="urn:uuid:[0-9a-f-]+"', "", str(ome.tostring()), count=1)
 
     @property
     def format_name(self) -> str:

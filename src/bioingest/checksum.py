@@ -1,0 +1,216 @@
+"""Stage 5: source fixity, the output manifest (BagIt format) and ``verify``.
+
+A manifest line is ``<sha256>  <path>``: the path relative to the output folder with
+``/`` separators, percent-encoding ``%``, CR and LF as BagIt requires; lines are sorted
+by path, so two runs that wrote the same bytes write the same manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zarr
+
+from bioingest import atomic
+from bioingest.pixelhash import pixel_hash
+
+log = logging.getLogger("bioingest")
+
+MANIFEST = "manifest-sha256.txt"
+#: Written after (or while) the manifest is made: the provenance with run times and the
+#: logs of those two steps. Everything else under the output folder is listed.
+NOT_LISTED = frozenset({MANIFEST, "ro-crate-metadata.json", "logs/manifest.log",
+                        "logs/provenance.log"})
+#: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
+SNAKEMAKE_MARK = ".snakemake_timestamp"
+_READ = 4 * 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_READ):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_files(paths: Iterable[Path], *, threads: int = 2) -> list[str]:
+    """Digests of ``paths`` in order, hashed in parallel (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
+def _encode(rel: str) -> str:
+    return rel.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _decode(rel: str) -> str:
+    return rel.replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
+
+
+def format_manifest(entries: dict[str, str]) -> str:
+    """BagIt manifest text for ``{relative path: sha256}``, sorted by path."""
+    return "".join(f"{entries[rel]}  {_encode(rel)}\n" for rel in sorted(entries))
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` from a BagIt-format manifest."""
+    entries = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise ValueError(f"{path}: line {number} is not '<sha256>  <path>'")
+        entries[_decode(rel)] = digest
+    return entries
+
+
+def write_source_fixity(files: list[Path], *, root: Path, out: Path, threads: int = 2) -> None:
+    """Record the SHA-256 of a dataset's source files, paths relative to the input root.
+
+    Parameters
+    ----------
+    files
+        Main file and companions.
+    root
+        Input folder (or the sample sheet's folder) the paths are made relative to.
+    out
+        ``source-sha256.txt`` to write.
+    """
+    rels = [Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix()
+            for f in files]
+    digests = hash_files(files, threads=threads)
+    atomic.write_text(out, format_manifest(dict(zip(rels, digests, strict=True))))
+
+
+def check_sources(fixity: Path, *, root: Path, threads: int = 2) -> list[str]:
+    """One line per source file that is missing or changed since ``fixity`` was written."""
+    expected = read_manifest(fixity)
+    problems = []
+    present = [rel for rel in sorted(expected) if (root / rel).is_file()]
+    problems += [f"source missing: {root / rel}" for rel in sorted(expected) if rel not in present]
+    digests = hash_files([root / rel for rel in present], threads=threads)
+    for rel, digest in zip(present, digests, strict=True):
+        if digest != expected[rel]:
+            problems.append(f"source changed: {root / rel}")
+    return problems
+
+
+def output_files(out_dir: Path) -> list[str]:
+    """Every file under ``out_dir`` that the manifest lists (relative, sorted)."""
+    rels = []
+    for dirpath, dirnames, filenames in os.walk(out_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.endswith(".partial"))
+        for name in filenames:
+            rel = Path(os.path.relpath(Path(dirpath) / name, out_dir)).as_posix()
+            if rel not in NOT_LISTED and not name.endswith(".partial") and name != SNAKEMAKE_MARK:
+                rels.append(rel)
+    return sorted(rels)
+
+
+def write_manifest(out_dir: Path, *, out: Path | None = None, threads: int = 2) -> Path:
+    """Hash every output file into ``out_dir/manifest-sha256.txt`` (or ``out``)."""
+    rels = output_files(out_dir)
+    log.info("manifest: hashing %d files with %d threads", len(rels), threads)
+    digests = hash_files([out_dir / r for r in rels], threads=threads)
+    target = out or out_dir / MANIFEST
+    atomic.write_text(target, format_manifest(dict(zip(rels, digests, strict=True))))
+    return target
+
+
+def image_paths(root: zarr.Group) -> list[str]:
+    """Group path of every multiscale image of an OME-Zarr, in series order."""
+    attrs = dict(root.attrs)
+    ome = attrs.get("ome", attrs)
+    if "multiscales" in ome:
+        return [""]
+    series_group = root["OME"]
+    series_attrs = dict(series_group.attrs)
+    return [str(s) for s in series_attrs.get("ome", series_attrs)["series"]]
+
+
+def store_pixel_hashes(store: Path) -> list[str]:
+    """Pixel-content hash of level 0 of every image in an OME-Zarr, in series order."""
+    root = zarr.open_group(store, mode="r")
+    hashes = []
+    for path in image_paths(root):
+        group = root[path] if path else root
+        hashes.append(pixel_hash(group["0"]))
+    return hashes
+
+
+def _pixel_problems(out_dir: Path) -> list[str]:
+    problems = []
+    for record_path in sorted(out_dir.glob("*/metadata.json")):
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        name = record["dataset"]
+        store = record_path.parent / f"{name}.ome.zarr"
+        if not store.is_dir():
+            problems.append(f"missing: {name}/{name}.ome.zarr")
+            continue
+        actual = store_pixel_hashes(store)
+        expected = [s.get("pixel_sha256", {}).get("value") for s in record["series"]]
+        if len(actual) != len(expected):
+            problems.append(f"pixels changed: {name} has {len(actual)} images, not {len(expected)}")
+            continue
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            if a != e:
+                problems.append(f"pixels changed: {name} series {i}")
+    return problems
+
+
+def verify(
+    out_dir: Path,
+    *,
+    against: Path | None = None,
+    pixels: bool = False,
+    sources_root: Path | None = None,
+    threads: int = 2,
+) -> list[str]:
+    """Compare an output folder with its manifest; return one line per problem.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder of a run.
+    against
+        Another manifest to compare with (e.g. a published one); default: the folder's own.
+    pixels
+        Compare OME-Zarr stores by pixel content (hashes in ``metadata.json``) instead of
+        bytes, so re-chunked or re-compressed stores still verify.
+    sources_root
+        Input folder: when given, sources are re-checked against ``source-sha256.txt``.
+    threads
+        Parallel hashing threads.
+    """
+    manifest = against or out_dir / MANIFEST
+    if not manifest.is_file():
+        return [f"missing: {manifest}"]
+    expected = read_manifest(manifest)
+    actual = set(output_files(out_dir))
+
+    def in_store(rel: str) -> bool:
+        return pixels and ".ome.zarr/" in rel
+
+    problems = [f"missing: {rel}" for rel in sorted(expected) if rel not in actual
+                and not in_store(rel)]
+    problems += [f"extra: {rel}" for rel in sorted(actual - set(expected)) if not in_store(rel)]
+    common = [rel for rel in sorted(expected) if rel in actual and not in_store(rel)]
+    for rel, digest in zip(common, hash_files([out_dir / r for r in common], threads=threads),
+                           strict=True):
+        if digest != expected[rel]:
+            problems.append(f"changed: {rel}")
+    if pixels:
+        problems += _pixel_problems(out_dir)
+    if sources_root is not None:
+        for fixity in sorted(out_dir.glob("*/source-sha256.txt")):
+            problems += check_sources(fixity, root=sources_root, threads=threads)
+    return problems
