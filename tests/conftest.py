@@ -46,10 +46,14 @@ def run_workflow(
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(BIN / "snakemake"),
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--cores", "2",
-        "--config", *[f"{k}={v}" for k, v in config.items()],
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--config",
+        *[f"{k}={v}" for k, v in config.items()],
         *extra,
     ]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}

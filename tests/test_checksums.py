@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import BIN, REAL, REPO, manifest_rows, run_workflow
 
 from bioingest.checksum import check_sources, image_paths, read_manifest
+from conftest import BIN, REPO, manifest_rows, run_workflow
 
 FILES = [
     "czi/CellDivision_T3_Z5_CH2_X240_Y170.czi",  # plate layout
@@ -47,9 +47,11 @@ def runs(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     outs = []
     for name, cores in (("a", "2"), ("b", "1")):
         out = base / name / "results"
-        run_workflow(base / name / "work",
-                     {"input_dir": inputs, "output_dir": out, "study": STUDY},
-                     extra=["--cores", cores])
+        run_workflow(
+            base / name / "work",
+            {"input_dir": inputs, "output_dir": out, "study": STUDY},
+            extra=["--cores", cores],
+        )
         outs.append(out)
     return outs[0], outs[1]
 
@@ -70,9 +72,16 @@ def test_reruns_are_byte_identical(runs: tuple[Path, Path]) -> None:
     entries = read_manifest(a / "manifest-sha256.txt")
     # Every chunk of every store, the records, tables and logs are covered.
     assert any(".ome.zarr/" in rel and "/c/" in rel for rel in entries)
-    for rel in ("summary/images.tsv", "summary/images.parquet", "bia-file-list.tsv",
-                "toxo/metadata.json", "toxo/source-sha256.txt", "toxo/toxo.ome.xml",
-                "toxo/toxo.ome.zarr/ro-crate-metadata.json", "logs/toxo/convert.log"):
+    for rel in (
+        "summary/images.tsv",
+        "summary/images.parquet",
+        "bia-file-list.tsv",
+        "toxo/metadata.json",
+        "toxo/source-sha256.txt",
+        "toxo/toxo.ome.xml",
+        "toxo/toxo.ome.zarr/ro-crate-metadata.json",
+        "logs/toxo/convert.log",
+    ):
         assert rel in entries
     assert "ro-crate-metadata.json" not in entries
     assert all(".snakemake" not in rel for rel in entries)
@@ -122,8 +131,9 @@ def test_tampering_is_caught(copy: Path) -> None:
 
 
 def test_every_single_byte_flip_is_named(copy: Path) -> None:
-    entries = [e for e in sorted(read_manifest(copy / "manifest-sha256.txt"))
-               if (copy / e).stat().st_size]
+    entries = [
+        e for e in sorted(read_manifest(copy / "manifest-sha256.txt")) if (copy / e).stat().st_size
+    ]
     rng = random.Random(7)
     for rel in rng.sample(entries, 8):
         path = copy / rel
@@ -145,9 +155,14 @@ def _rewrite_store(store: Path) -> None:
         data = group["0"][:]
         attrs = dict(group["0"].attrs)
         del group["0"]
-        arr = group.create_array("0", shape=data.shape, dtype=data.dtype,
-                                 chunks=(1, 1, 1, 32, 32), dimension_names=list("tczyx"),
-                                 compressors=zarr.codecs.GzipCodec(level=1))
+        arr = group.create_array(
+            "0",
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=(1, 1, 1, 32, 32),
+            dimension_names=list("tczyx"),
+            compressors=zarr.codecs.GzipCodec(level=1),
+        )
         arr[:] = data
         arr.attrs.update(attrs)
 
@@ -186,20 +201,24 @@ def test_sources_rechecked(copy: Path, inputs: Path, tmp_path: Path) -> None:
         f"source changed: {sources / 'toxo.dv'}"
     ]
     manifest = subprocess.run(
-        [str(BIN / "bioingest"), "checksum", "manifest", str(copy),
-         "--sources-root", str(sources)], capture_output=True, text=True,
+        [str(BIN / "bioingest"), "checksum", "manifest", str(copy), "--sources-root", str(sources)],
+        capture_output=True,
+        text=True,
     )
     assert manifest.returncode == 1
-    assert manifest.stderr.strip().splitlines()[-1].startswith(
-        f"ERROR {copy}: sources changed during the run: source missing: "
+    assert (
+        manifest.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"ERROR {copy}: sources changed during the run: source missing: ")
     )
 
 
 def test_bag_validates(copy: Path) -> None:
     import bagit
 
-    proc = subprocess.run([str(BIN / "bioingest"), "bag", str(copy)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [str(BIN / "bioingest"), "bag", str(copy)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     bag = bagit.Bag(str(copy))
     bag.validate()
@@ -224,11 +243,17 @@ def test_run_crate(runs: tuple[Path, Path], inputs: Path) -> None:
     for rel, digest in manifest.items():
         assert graph[rel]["sha256"] == digest
         assert graph[rel]["contentSize"] == (out / rel).stat().st_size
-    objects = {graph[o["@id"]]["name"] for o in action["object"] if o["@id"] in graph
-               and graph[o["@id"]]["@type"] == "File"}
+    objects = {
+        graph[o["@id"]]["name"]
+        for o in action["object"]
+        if o["@id"] in graph and graph[o["@id"]]["@type"] == "File"
+    }
     assert objects == {Path(f).name for f in FILES}
-    versions = {e["name"]: e["softwareVersion"] for e in graph.values()
-                if e["@type"] == "SoftwareApplication"}
+    versions = {
+        e["name"]: e["softwareVersion"]
+        for e in graph.values()
+        if e["@type"] == "SoftwareApplication"
+    }
     assert versions["Bio-Formats"] == "7.3.1"
     assert versions["zarr"] == zarr.__version__
     assert versions["Java"].startswith("openjdk version")
@@ -236,8 +261,9 @@ def test_run_crate(runs: tuple[Path, Path], inputs: Path) -> None:
     config = json.loads(graph["#config"]["value"])
     assert config["ngff_version"] == "0.5"
     assert json.loads(graph["#study-organism"]["value"])["id"] == "NCBITaxon:9606"
-    store_crate = json.loads((out / "toxo" / "toxo.ome.zarr" / "ro-crate-metadata.json")
-                             .read_text(encoding="utf-8"))
+    store_crate = json.loads(
+        (out / "toxo" / "toxo.ome.zarr" / "ro-crate-metadata.json").read_text(encoding="utf-8")
+    )
     store_root = {e["@id"]: e for e in store_crate["@graph"]}["./"]
     assert store_root["name"] == "toxo"
     assert store_root["license"] == "CC-BY-4.0"
@@ -270,8 +296,9 @@ def test_pixel_hash_definition() -> None:
     assert pixel_hash(data) == expected
     assert pixel_hash(data, budget_bytes=1) == expected
     assert pixel_hash(data.astype(">u2")) == expected
-    store = zarr.create_array(zarr.storage.MemoryStore(), shape=data.shape, dtype=data.dtype,
-                              chunks=(1, 1, 1, 8, 8))
+    store = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=data.shape, dtype=data.dtype, chunks=(1, 1, 1, 8, 8)
+    )
     store[:] = data
     assert pixel_hash(store, budget_bytes=500) == expected
     assert pixel_hash(data[:, :, :, :, ::-1]) != expected

@@ -11,12 +11,12 @@ from typing import Any
 import pandas as pd
 import pytest
 import zarr
-from conftest import BIN, REAL, REPO, manifest_rows, run_workflow
 
 from bioingest.errors import IngestError
 from bioingest.inventory import discover
 from bioingest.java import jimport
 from bioingest.metadata import CHANNEL_COLUMNS, IMAGE_COLUMNS, build_record, load_study
+from conftest import BIN, REAL, REPO, manifest_rows, run_workflow
 
 MAIN_ROWS = [r for r in manifest_rows() if not r["bioformats_format"].startswith("(companion")]
 MAINS = {d.main: d.name for d in discover(REAL)} if REAL.is_dir() else {}
@@ -157,7 +157,9 @@ def test_omero_matches_record(real_run: Path) -> None:
     for name in ("Fluorescence_RGB_tif", "small", "NikonTIF"):
         rgb = zarr.open_group(real_run / name / f"{name}.ome.zarr", mode="r")
         assert [c["color"] for c in dict(rgb.attrs)["ome"]["omero"]["channels"]] == [
-            "FF0000", "00FF00", "0000FF"
+            "FF0000",
+            "00FF00",
+            "0000FF",
         ]
 
 
@@ -165,22 +167,27 @@ STUDY = REPO / "config" / "study.yaml"
 
 
 def test_completeness_and_study(real_run: Path) -> None:
-    xml = (real_run / "CellDivision_T3_Z5_CH2_X240_Y170" /
-           "CellDivision_T3_Z5_CH2_X240_Y170.ome.xml").read_text(encoding="utf-8")
+    xml = (
+        real_run / "CellDivision_T3_Z5_CH2_X240_Y170" / "CellDivision_T3_Z5_CH2_X240_Y170.ome.xml"
+    ).read_text(encoding="utf-8")
     bare = build_record(xml, dataset="x")["completeness"]
     assert bare["structurally_valid"] is True
     # Tier 1 applicable: 9 image fields (Z and T apply) + 2 channels x 4 + 3 study = 20;
     # missing: instrument and the 3 study fields -> 16/20.
     assert (bare["nbo_tier"], bare["tier1_pct"]) == ("below tier 1", 80.0)
     assert sorted(bare["tier1_missing"]) == [
-        "series 0: instrument", "study: imaging_method", "study: licence", "study: organism"
+        "series 0: instrument",
+        "study: imaging_method",
+        "study: licence",
+        "study: organism",
     ]
     with_study = build_record(xml, dataset="x", study=load_study(STUDY))
     score = with_study["completeness"]
     assert score["tier1_pct"] == 95.0
     assert score["tier2_pct"] > bare["tier2_pct"]
     assert with_study["study"]["organism"] == {
-        "value": {"name": "Homo sapiens", "id": "NCBITaxon:9606"}, "origin": "user"
+        "value": {"name": "Homo sapiens", "id": "NCBITaxon:9606"},
+        "origin": "user",
     }
     assert with_study["study"]["licence"] == {"value": "CC-BY-4.0", "origin": "user"}
 
@@ -189,8 +196,7 @@ def test_study_in_workflow(tmp_path: Path, real_dir: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "toxo.dv").symlink_to(real_dir / "dv" / "toxo.dv")
     out = tmp_path / "out"
-    run_workflow(tmp_path / "w", {"input_dir": tmp_path / "in", "output_dir": out,
-                                  "study": STUDY})
+    run_workflow(tmp_path / "w", {"input_dir": tmp_path / "in", "output_dir": out, "study": STUDY})
     record = _record(out, "toxo")
     assert record["study"]["imaging_method"]["value"]["id"] == "FBbi:00000251"
     assert record["study"]["authors"]["origin"] == "user"
@@ -227,7 +233,9 @@ def test_verb_accepts_xml_zarr_and_source(real_run: Path, real_dir: Path) -> Non
     for source in inputs:
         proc = subprocess.run(
             [str(BIN / "bioingest"), "metadata", str(source), "--dataset", name],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         results.append(json.loads(proc.stdout)["series"])
     assert len(results[0]) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import cache
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from conftest import REAL, manifest_rows
 
 from bioingest.inventory import Dataset, discover
 from bioingest.java import jimport
+from conftest import REAL, manifest_rows
 
 ROWS = manifest_rows()
 DIMS = re.compile(r"(\d+)x(\d+) Z(\d+) C(\d+) T(\d+)(?: rgb(\d+))?")
@@ -120,7 +121,7 @@ def test_real_sample(row: dict[str, str], real_run: Path, bioformats: Any) -> No
         # Full resolution first; every further level halves Y and X.
         shapes = [group[d["path"]].shape for d in multiscale["datasets"]]
         assert shapes[0] == info.shape
-        for a, b in zip(shapes, shapes[1:], strict=False):
+        for a, b in itertools.pairwise(shapes):
             assert b[3:] == (-(-a[3] // 2), -(-a[4] // 2))
     validate(root, layout, paths)
 
@@ -141,7 +142,11 @@ def test_one_store_per_dataset(real_run: Path) -> None:
         ("S3_1Pos_2Mosaic_T2Z3_CH2_sm", "bioformats2raw", ["0", "1", "2"]),
         ("WellD6-7_S2", "plate", ["D/6/0", "D/7/0"]),
         # Two plates in one file: no single NGFF plate fits, so every series is kept as is.
-        ("6x4y1z1t1c8b-swatch-2s2p4w2ws.ome-v-Match", "bioformats2raw", [str(i) for i in range(22)]),
+        (
+            "6x4y1z1t1c8b-swatch-2s2p4w2ws.ome-v-Match",
+            "bioformats2raw",
+            [str(i) for i in range(22)],
+        ),
         ("dicom-wsi", "bioformats2raw", ["0", "1"]),
         ("largeimg", "image", [""]),
     ],

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import zarr
 
@@ -25,8 +26,9 @@ log = logging.getLogger("bioingest")
 MANIFEST = "manifest-sha256.txt"
 #: Written after (or while) the manifest is made: the provenance with run times and the
 #: logs of those two steps. Everything else under the output folder is listed.
-NOT_LISTED = frozenset({MANIFEST, "ro-crate-metadata.json", "logs/manifest.log",
-                        "logs/provenance.log"})
+NOT_LISTED = frozenset(
+    {MANIFEST, "ro-crate-metadata.json", "logs/manifest.log", "logs/provenance.log"}
+)
 #: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
 SNAKEMAKE_MARK = ".snakemake_timestamp"
 _READ = 4 * 1024 * 1024
@@ -85,8 +87,9 @@ def write_source_fixity(files: list[Path], *, root: Path, out: Path, threads: in
     out
         ``source-sha256.txt`` to write.
     """
-    rels = [Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix()
-            for f in files]
+    rels = [
+        Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix() for f in files
+    ]
     digests = hash_files(files, threads=threads)
     atomic.write_text(out, format_manifest(dict(zip(rels, digests, strict=True))))
 
@@ -128,12 +131,11 @@ def write_manifest(out_dir: Path, *, out: Path | None = None, threads: int = 2) 
 
 def image_paths(root: zarr.Group) -> list[str]:
     """Group path of every multiscale image of an OME-Zarr, in series order."""
-    attrs = dict(root.attrs)
-    ome = attrs.get("ome", attrs)
+    attrs: dict[str, Any] = dict(root.attrs)
+    ome: dict[str, Any] = attrs.get("ome", attrs)
     if "multiscales" in ome:
         return [""]
-    series_group = root["OME"]
-    series_attrs = dict(series_group.attrs)
+    series_attrs: dict[str, Any] = dict(root["OME"].attrs)
     return [str(s) for s in series_attrs.get("ome", series_attrs)["series"]]
 
 
@@ -143,6 +145,7 @@ def store_pixel_hashes(store: Path) -> list[str]:
     hashes = []
     for path in image_paths(root):
         group = root[path] if path else root
+        assert isinstance(group, zarr.Group)
         hashes.append(pixel_hash(group["0"]))
     return hashes
 
@@ -200,12 +203,14 @@ def verify(
     def in_store(rel: str) -> bool:
         return pixels and ".ome.zarr/" in rel
 
-    problems = [f"missing: {rel}" for rel in sorted(expected) if rel not in actual
-                and not in_store(rel)]
+    problems = [
+        f"missing: {rel}" for rel in sorted(expected) if rel not in actual and not in_store(rel)
+    ]
     problems += [f"extra: {rel}" for rel in sorted(actual - set(expected)) if not in_store(rel)]
     common = [rel for rel in sorted(expected) if rel in actual and not in_store(rel)]
-    for rel, digest in zip(common, hash_files([out_dir / r for r in common], threads=threads),
-                           strict=True):
+    for rel, digest in zip(
+        common, hash_files([out_dir / r for r in common], threads=threads), strict=True
+    ):
         if digest != expected[rel]:
             problems.append(f"changed: {rel}")
     if pixels:

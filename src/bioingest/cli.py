@@ -79,15 +79,13 @@ def _cmd_checksum(args: argparse.Namespace) -> None:
     from bioingest import checksum
 
     if args.action == "sources":
-        checksum.write_source_fixity(args.paths, root=args.root, out=args.out,
-                                     threads=args.threads)
+        checksum.write_source_fixity(args.paths, root=args.root, out=args.out, threads=args.threads)
         return
     (out_dir,) = args.paths
     problems = []
     if args.sources_root is not None:
         for fixity in sorted(out_dir.glob("*/source-sha256.txt")):
-            problems += checksum.check_sources(fixity, root=args.sources_root,
-                                               threads=args.threads)
+            problems += checksum.check_sources(fixity, root=args.sources_root, threads=args.threads)
     if problems:
         raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
     checksum.write_manifest(out_dir, out=args.out, threads=args.threads)
@@ -96,16 +94,25 @@ def _cmd_checksum(args: argparse.Namespace) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from bioingest.checksum import verify
 
-    problems = verify(args.out_dir, against=args.against, pixels=args.pixels,
-                      sources_root=args.sources, threads=args.threads)
+    problems = verify(
+        args.out_dir,
+        against=args.against,
+        pixels=args.pixels,
+        sources_root=args.sources,
+        threads=args.threads,
+    )
     for line in problems:
         print(line)
     if problems:
         log.error("%s: %d problem(s) found", args.out_dir, len(problems))
         return 1
     checked = "pixels, files" if args.pixels else "files"
-    log.info("%s: verified (%s%s)", args.out_dir, checked,
-             ", sources" if args.sources else "; sources not checked, pass --sources DIR")
+    log.info(
+        "%s: verified (%s%s)",
+        args.out_dir,
+        checked,
+        ", sources" if args.sources else "; sources not checked, pass --sources DIR",
+    )
     return 0
 
 
@@ -126,8 +133,9 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
         atomic.write_text(args.out, provenance.bia_file_list(args.out_dir, study=study))
         return
     config = json.loads(args.config_json) if args.config_json else {}
-    provenance.write_run_crate(args.out_dir, sources=args.sources, config=config, study=study,
-                               started=args.started)
+    provenance.write_run_crate(
+        args.out_dir, sources=args.sources, config=config, study=study, started=args.started
+    )
 
 
 def _ome_xml_of(path: Path) -> tuple[str, dict[str, object]]:
@@ -182,7 +190,10 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
         score = record["completeness"]
         log.info(
             "metadata %s: %s (tier 1 %.1f%%, tier 2 %.1f%%), flags: %s",
-            name, score["nbo_tier"], score["tier1_pct"], score["tier2_pct"],
+            name,
+            score["nbo_tier"],
+            score["tier1_pct"],
+            score["tier2_pct"],
             ", ".join(sorted({f for s in record["series"] for f in s["flags"]})) or "none",
         )
     else:
@@ -231,18 +242,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="main file of the dataset")
     p.add_argument("--zarr", type=Path, required=True, help="intermediate store to write")
     p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML file to write")
-    p.add_argument("--source-json", type=Path,
-                   help="also write the reader, format and files used as JSON")
     p.add_argument(
-        "--reader", choices=["auto", "bioformats", "tifffile"], default="auto",
+        "--source-json", type=Path, help="also write the reader, format and files used as JSON"
+    )
+    p.add_argument(
+        "--reader",
+        choices=["auto", "bioformats", "tifffile"],
+        default="auto",
         help="auto: tifffile for TIFFs it reads exactly, else Bio-Formats (default: auto)",
     )
-    p.add_argument("--tile-size", type=_positive, default=1024,
-                   help="tile edge in pixels; bounds memory (default: 1024)")
+    p.add_argument(
+        "--tile-size",
+        type=_positive,
+        default=1024,
+        help="tile edge in pixels; bounds memory (default: 1024)",
+    )
     p.add_argument("--jar", default="", help="bioformats_package.jar to use")
     p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
-    p.add_argument("--java-heap-mb", type=_positive, default=1024,
-                   help="maximum Java heap in MiB (default: 1024)")
+    p.add_argument(
+        "--java-heap-mb",
+        type=_positive,
+        default=1024,
+        help="maximum Java heap in MiB (default: 1024)",
+    )
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_convert)
 
@@ -258,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="", help="dataset name (default: from the file name)")
     p.add_argument("--source-json", type=Path, help="source description written by convert")
     p.add_argument("--study", type=Path, help="study metadata YAML (see config/study.yaml)")
-    p.add_argument("--store", type=Path,
-                   help="final OME-Zarr: record each image's pixel-content hash")
+    p.add_argument(
+        "--store", type=Path, help="final OME-Zarr: record each image's pixel-content hash"
+    )
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_metadata)
 
@@ -285,17 +308,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML written by convert")
     p.add_argument("--out", type=Path, required=True, help="final .ome.zarr folder")
     p.add_argument("--name", default="", help="dataset name (default: from --out)")
-    p.add_argument("--ngff-version", choices=["0.5", "0.4"], default="0.5",
-                   help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: 0.5)")
-    p.add_argument("--chunk-size", type=_positive, default=1024,
-                   help="chunk edge in Y and X (default: 1024)")
-    p.add_argument("--shard-chunks", type=int, default=4,
-                   help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: 4)")
+    p.add_argument(
+        "--ngff-version",
+        choices=["0.5", "0.4"],
+        default="0.5",
+        help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: 0.5)",
+    )
+    p.add_argument(
+        "--chunk-size", type=_positive, default=1024, help="chunk edge in Y and X (default: 1024)"
+    )
+    p.add_argument(
+        "--shard-chunks",
+        type=int,
+        default=4,
+        help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: 4)",
+    )
     p.add_argument("--compression-level", type=int, default=5, help="zstd level (default: 5)")
-    p.add_argument("--method", choices=["mean", "nearest", "mode"], default="mean",
-                   help="downsampling; nearest or mode for label images (default: mean)")
-    p.add_argument("--min-size", type=_positive, default=64,
-                   help="smallest plane edge a level may have (default: 64)")
+    p.add_argument(
+        "--method",
+        choices=["mean", "nearest", "mode"],
+        default="mean",
+        help="downsampling; nearest or mode for label images (default: mean)",
+    )
+    p.add_argument(
+        "--min-size",
+        type=_positive,
+        default=64,
+        help="smallest plane edge a level may have (default: 64)",
+    )
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.add_argument("--study", type=Path, help="study metadata YAML for the store's RO-Crate")
     p.set_defaults(func=_cmd_pyramid)
@@ -309,8 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["sources", "manifest"])
     p.add_argument("paths", type=Path, nargs="+", help="source files, or the output folder")
-    p.add_argument("--root", type=Path, default=Path("."),
-                   help="folder source paths are recorded relative to (sources)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=Path("."),
+        help="folder source paths are recorded relative to (sources)",
+    )
     p.add_argument("--sources-root", type=Path, help="input folder to re-check (manifest)")
     p.add_argument("--out", type=Path, help="file to write")
     p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
@@ -326,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out_dir", type=Path, help="output folder of a run")
     p.add_argument("--against", type=Path, help="compare with this manifest instead")
-    p.add_argument("--pixels", action="store_true",
-                   help="compare OME-Zarr stores by pixel content, not bytes")
+    p.add_argument(
+        "--pixels", action="store_true", help="compare OME-Zarr stores by pixel content, not bytes"
+    )
     p.add_argument("--sources", type=Path, help="input folder: re-check source fixity too")
     p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
     p.add_argument("--log", type=Path, help="also write messages to this file")

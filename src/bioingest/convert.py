@@ -93,7 +93,10 @@ def convert(
     """
     with open_source(source, reader=reader, jar=jar, maven=maven, heap_mb=heap_mb) as src:
         log.info(
-            "convert %s: %s via %s, %d series", source.name, src.format_name, src.name,
+            "convert %s: %s via %s, %d series",
+            source.name,
+            src.format_name,
+            src.name,
             len(src.series),
         )
         description: dict[str, Any] = {

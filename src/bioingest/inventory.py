@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import json
+import os
 import re
 import unicodedata
 from collections import defaultdict
@@ -31,13 +31,77 @@ from bioingest.errors import IngestError
 
 #: File endings Bio-Formats reads that the inventory picks up (lower case).
 SUFFIXES = (
-    ".ome.tiff", ".ome.tif", ".ome.btf", ".ome.tf2", ".ome.tf8", ".ome.xml", ".ome",
-    ".tif", ".tiff", ".btf", ".tf2", ".tf8", ".czi", ".nd2", ".lif", ".lof", ".lsm", ".dv",
-    ".r3d", ".ics", ".ids", ".svs", ".scn", ".ndpi", ".vsi", ".dcm", ".dicom", ".spe", ".ims",
-    ".oib", ".oif", ".lei", ".zvi", ".stk", ".nd", ".mrc", ".st", ".sld", ".lms", ".mvd2",
-    ".ipl", ".ipw", ".fli", ".pic", ".obf", ".msr", ".sdt", ".dm3", ".dm4", ".jp2", ".png",
-    ".jpg", ".jpeg", ".bmp", ".gif", ".fake", ".img", ".hdr", ".nii", ".fits", ".xdce",
-    ".mnc", ".afi", ".qptiff", ".bif", ".mrxs", ".fdf", ".ch5", ".pnl", ".im3", ".vws",
+    ".ome.tiff",
+    ".ome.tif",
+    ".ome.btf",
+    ".ome.tf2",
+    ".ome.tf8",
+    ".ome.xml",
+    ".ome",
+    ".tif",
+    ".tiff",
+    ".btf",
+    ".tf2",
+    ".tf8",
+    ".czi",
+    ".nd2",
+    ".lif",
+    ".lof",
+    ".lsm",
+    ".dv",
+    ".r3d",
+    ".ics",
+    ".ids",
+    ".svs",
+    ".scn",
+    ".ndpi",
+    ".vsi",
+    ".dcm",
+    ".dicom",
+    ".spe",
+    ".ims",
+    ".oib",
+    ".oif",
+    ".lei",
+    ".zvi",
+    ".stk",
+    ".nd",
+    ".mrc",
+    ".st",
+    ".sld",
+    ".lms",
+    ".mvd2",
+    ".ipl",
+    ".ipw",
+    ".fli",
+    ".pic",
+    ".obf",
+    ".msr",
+    ".sdt",
+    ".dm3",
+    ".dm4",
+    ".jp2",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".fake",
+    ".img",
+    ".hdr",
+    ".nii",
+    ".fits",
+    ".xdce",
+    ".mnc",
+    ".afi",
+    ".qptiff",
+    ".bif",
+    ".mrxs",
+    ".fdf",
+    ".ch5",
+    ".pnl",
+    ".im3",
+    ".vws",
 )
 _DICOM = (".dcm", ".dicom")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -104,12 +168,11 @@ def _group(files: list[Path]) -> list[tuple[Path, tuple[Path, ...], str]]:
                 companions = [g for g in members if suffix(g) == ".ids" and g.name[:-4] == stem]
             elif s == ".nd":
                 companions = [
-                    g for g in members
+                    g
+                    for g in members
                     if g != f and suffix(g) in (".stk", ".tif", ".tiff") and g.name.startswith(stem)
                 ]
-            elif s == ".ids" and any(
-                suffix(g) == ".ics" and g.name[:-4] == stem for g in members
-            ):
+            elif s == ".ids" and any(suffix(g) == ".ics" and g.name[:-4] == stem for g in members):
                 continue
             if s in (".stk", ".tif", ".tiff") and any(
                 suffix(g) == ".nd" and f.name.startswith(g.name[:-3]) for g in members
@@ -197,15 +260,18 @@ def read_sheet(sheet: Path) -> list[Dataset]:
         seen[name.lower()] = line
         path = Path(clean["path"])
         # Absolute but not resolved: a symlink stays where the user put it.
-        main = Path(os.path.normpath((path if path.is_absolute() else sheet.parent / path).absolute()))
+        main = Path(
+            os.path.normpath((path if path.is_absolute() else sheet.parent / path).absolute())
+        )
         if not main.is_file():
             raise IngestError(sheet, f"line {line}: file not found: {main}")
         siblings = [p for p in main.parent.iterdir() if p.is_file() and suffix(p)]
         files = next((g[1] for g in _group(siblings) if main in g[1]), (main,))
         files = (main, *[f for f in files if f != main])
         datasets.append(
-            Dataset(name=name, main=main, files=files,
-                    pyramid_method=clean.get("pyramid_method", ""))
+            Dataset(
+                name=name, main=main, files=files, pyramid_method=clean.get("pyramid_method", "")
+            )
         )
     return datasets
 

@@ -27,15 +27,42 @@ from bioingest import omexml
 Origin = str  # "file" | "user" | "inferred" | "missing"
 
 IMAGE_COLUMNS = [
-    "dataset", "source_file", "series", "name", "reader_format", "size_x", "size_y",
-    "size_z", "size_c", "size_t", "pixel_type", "physical_size_x_um", "physical_size_y_um",
-    "physical_size_z_um", "time_increment_s", "acquisition_date", "instrument",
-    "objective_model", "objective_magnification", "objective_na", "immersion",
+    "dataset",
+    "source_file",
+    "series",
+    "name",
+    "reader_format",
+    "size_x",
+    "size_y",
+    "size_z",
+    "size_c",
+    "size_t",
+    "pixel_type",
+    "physical_size_x_um",
+    "physical_size_y_um",
+    "physical_size_z_um",
+    "time_increment_s",
+    "acquisition_date",
+    "instrument",
+    "objective_model",
+    "objective_magnification",
+    "objective_na",
+    "immersion",
     "significant_bits",
 ]
 CHANNEL_COLUMNS = [
-    "dataset", "series", "channel", "name", "excitation_nm", "emission_nm", "fluor", "color",
-    "illumination_type", "contrast_method", "exposure_s", "detector",
+    "dataset",
+    "series",
+    "channel",
+    "name",
+    "excitation_nm",
+    "emission_nm",
+    "fluor",
+    "color",
+    "illumination_type",
+    "contrast_method",
+    "exposure_s",
+    "detector",
 ]
 #: Plausible pixel sizes, µm: outside this range a size is flagged (a 72-dpi TIFF
 #: reads as 352.8 µm, a broken LSM Z step as 1e-13 µm).
@@ -46,23 +73,59 @@ DESKTOP_DPI = (72, 96, 100, 150, 200, 300, 600, 1200)
 #: Plausible exposure times, s.
 PLAUSIBLE_EXPOSURE_S = (1e-7, 3600.0)
 CAMERA_DETECTORS = {"CCD", "IntensifiedCCD", "AnalogVideo", "EMCCD", "CMOS", "SpectroscopyCCD"}
-CAMERA_MODES = {"WideField", "TIRF", "SpinningDiskConfocal", "SlitScanConfocal", "LightSheet",
-                "SPIM", "SlitScan", "BrightField"}
+CAMERA_MODES = {
+    "WideField",
+    "TIRF",
+    "SpinningDiskConfocal",
+    "SlitScanConfocal",
+    "LightSheet",
+    "SPIM",
+    "SlitScan",
+    "BrightField",
+}
 TRANSMITTED = {"Transmitted", "Oblique"}
-NON_FLUORESCENT = {"Brightfield", "Phase", "DIC", "HoffmanModulation", "ObliqueIllumination",
-                   "PolarizedLight", "Darkfield"}
+NON_FLUORESCENT = {
+    "Brightfield",
+    "Phase",
+    "DIC",
+    "HoffmanModulation",
+    "ObliqueIllumination",
+    "PolarizedLight",
+    "Darkfield",
+}
 
 #: Tier-1 (minimal) and tier-2 fields checked per series and per channel, with the
 #: condition under which each applies. Study fields come from the user (REMBI).
-TIER1_IMAGE = ["physical_size_x_um", "physical_size_y_um", "physical_size_z_um",
-               "time_increment_s", "acquisition_date", "instrument", "objective_model",
-               "objective_magnification", "objective_na"]
+TIER1_IMAGE = [
+    "physical_size_x_um",
+    "physical_size_y_um",
+    "physical_size_z_um",
+    "time_increment_s",
+    "acquisition_date",
+    "instrument",
+    "objective_model",
+    "objective_magnification",
+    "objective_na",
+]
 TIER1_CHANNEL = ["name", "excitation_nm", "emission_nm", "exposure_s"]
 TIER1_STUDY = ["licence", "organism", "imaging_method"]
-TIER2_IMAGE = ["immersion", "significant_bits", "microscope_type", "objective_correction",
-               "objective_working_distance_um", "refractive_index"]
-TIER2_CHANNEL = ["fluor", "illumination_type", "contrast_method", "acquisition_mode",
-                 "detector", "detector_type", "light_source"]
+TIER2_IMAGE = [
+    "immersion",
+    "significant_bits",
+    "microscope_type",
+    "objective_correction",
+    "objective_working_distance_um",
+    "refractive_index",
+]
+TIER2_CHANNEL = [
+    "fluor",
+    "illumination_type",
+    "contrast_method",
+    "acquisition_mode",
+    "detector",
+    "detector_type",
+    "light_source",
+]
 TIER2_STUDY = ["authors", "description", "sample_preparation"]
 
 
@@ -133,8 +196,13 @@ def _index(root: Element) -> _Index:
         for d in _kids(inst, "Detector"):
             detectors[d.attrib.get("ID", "")] = d
         for child in inst:
-            if _local(child.tag) in ("Laser", "Arc", "Filament", "LightEmittingDiode",
-                                     "GenericExcitationSource"):
+            if _local(child.tag) in (
+                "Laser",
+                "Arc",
+                "Filament",
+                "LightEmittingDiode",
+                "GenericExcitationSource",
+            ):
                 sources[child.attrib.get("ID", "")] = child
     return _Index(instruments, objectives, detectors, sources)
 
@@ -165,10 +233,13 @@ def _series_record(image: Element, index: int, idx: _Index) -> dict[str, Any]:
     assert pixels is not None
     a = pixels.attrib
     sizes = {d: _int(a.get(f"Size{d.upper()}")) for d in "xyzct"}
-    phys = [omexml.length_um(a.get(f"PhysicalSize{d}"), a.get(f"PhysicalSize{d}Unit"))
-            for d in "XYZ"]
+    phys = [
+        omexml.length_um(a.get(f"PhysicalSize{d}"), a.get(f"PhysicalSize{d}Unit")) for d in "XYZ"
+    ]
     inst_ref = _first(image, "InstrumentRef")
-    instrument = idx.instruments.get(inst_ref.attrib.get("ID", "")) if inst_ref is not None else None
+    instrument = (
+        idx.instruments.get(inst_ref.attrib.get("ID", "")) if inst_ref is not None else None
+    )
     scope = _first(instrument, "Microscope")
     scope_name = None
     if scope is not None:
@@ -231,7 +302,8 @@ def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[s
     source_settings = _first(ch, "LightSourceSettings")
     source = (
         idx.light_sources.get(source_settings.attrib.get("ID", ""))
-        if source_settings is not None else None
+        if source_settings is not None
+        else None
     )
     source_name = None
     if source is not None:
@@ -241,7 +313,9 @@ def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[s
         "channel": field(c),
         "name": field(a.get("Name")),
         "samples_per_pixel": field(_int(a.get("SamplesPerPixel"))),
-        "excitation_nm": field(_nm(a.get("ExcitationWavelength"), a.get("ExcitationWavelengthUnit"))),
+        "excitation_nm": field(
+            _nm(a.get("ExcitationWavelength"), a.get("ExcitationWavelengthUnit"))
+        ),
         "emission_nm": field(_nm(a.get("EmissionWavelength"), a.get("EmissionWavelengthUnit"))),
         "fluor": field(a.get("Fluor")),
         "color": field(color_hex(a.get("Color"))),
@@ -249,7 +323,9 @@ def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[s
         "contrast_method": field(a.get("ContrastMethod")),
         "acquisition_mode": field(a.get("AcquisitionMode")),
         "exposure_s": field(exposure),
-        "detector": field(detector_name or (settings.attrib.get("ID") if settings is not None else None)),
+        "detector": field(
+            detector_name or (settings.attrib.get("ID") if settings is not None else None)
+        ),
         "detector_type": field(d.get("Type")),
         "light_source": field(source_name),
     }
@@ -264,8 +340,7 @@ def sanity_flags(series: dict[str, Any]) -> list[str]:
     low, high = PLAUSIBLE_UM
     dpi_sizes = [25400.0 / dpi for dpi in DESKTOP_DPI]
     if any(
-        s is not None
-        and (not low <= s <= high or any(abs(s - d) <= 1e-3 * d for d in dpi_sizes))
+        s is not None and (not low <= s <= high or any(abs(s - d) <= 1e-3 * d for d in dpi_sizes))
         for s in sizes
     ):
         flags.append("physical_size_implausible")
@@ -285,22 +360,23 @@ def sanity_flags(series: dict[str, Any]) -> list[str]:
 
 def _applies(name: str, series: dict[str, Any], channel: dict[str, Any] | None) -> bool:
     """Whether a field is expected for this series/channel (the NBO applicability rules)."""
-    v = lambda key: series[key]["value"]  # noqa: E731
     if name == "physical_size_z_um":
-        return bool(v("size_z") and v("size_z") > 1)
+        return (series["size_z"]["value"] or 1) > 1
     if name == "time_increment_s":
-        return bool(v("size_t") and v("size_t") > 1)
+        return (series["size_t"]["value"] or 1) > 1
     if channel is None:
         return True
-    c = lambda key: channel[key]["value"]  # noqa: E731
-    rgb = (c("samples_per_pixel") or 1) > 1
-    fluorescent = not rgb and c("illumination_type") not in TRANSMITTED and (
-        c("contrast_method") not in NON_FLUORESCENT
+    ch = {key: value["value"] for key, value in channel.items()}
+    rgb = (ch["samples_per_pixel"] or 1) > 1
+    fluorescent = (
+        not rgb
+        and ch["illumination_type"] not in TRANSMITTED
+        and ch["contrast_method"] not in NON_FLUORESCENT
     )
     if name in ("excitation_nm", "emission_nm", "fluor"):
         return fluorescent
     if name == "exposure_s":
-        return c("detector_type") in CAMERA_DETECTORS or c("acquisition_mode") in CAMERA_MODES
+        return ch["detector_type"] in CAMERA_DETECTORS or ch["acquisition_mode"] in CAMERA_MODES
     return True
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import string
+from typing import Any, Literal
 
 import numpy as np
-from typing import Any, Literal
 
 NgffVersion = Literal["0.4", "0.5"]
 

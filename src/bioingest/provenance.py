@@ -38,7 +38,10 @@ def git_commit() -> str:
     try:
         out = subprocess.run(
             ["git", "-C", str(WORKFLOW_DIR), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -164,53 +167,114 @@ def run_crate(
     if study and study.get("licence"):
         crate.license = study["licence"]
     commit = git_commit()
-    language = crate.add(ContextEntity(crate, "#snakemake", properties={
-        "@type": "ComputerLanguage", "name": "Snakemake", "url": "https://snakemake.github.io",
-        "version": _version("snakemake"),
-    }))
-    workflow = crate.add(ContextEntity(crate, (WORKFLOW_DIR / "Snakefile").as_uri(), properties={
-        "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
-        "name": "bioingest",
-        "version": commit or __version__,
-        "programmingLanguage": language,
-    }))
+    language = crate.add(
+        ContextEntity(
+            crate,
+            "#snakemake",
+            properties={
+                "@type": "ComputerLanguage",
+                "name": "Snakemake",
+                "url": "https://snakemake.github.io",
+                "version": _version("snakemake"),
+            },
+        )
+    )
+    workflow = crate.add(
+        ContextEntity(
+            crate,
+            (WORKFLOW_DIR / "Snakefile").as_uri(),
+            properties={
+                "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
+                "name": "bioingest",
+                "version": commit or __version__,
+                "programmingLanguage": language,
+            },
+        )
+    )
     crate.root_dataset["mainEntity"] = workflow
-    software = [("bioingest", __version__), ("Bio-Formats", bioformats_version()),
-                ("Java", java_version()), ("Python", platform.python_version())]
+    software = [
+        ("bioingest", __version__),
+        ("Bio-Formats", bioformats_version()),
+        ("Java", java_version()),
+        ("Python", platform.python_version()),
+    ]
     software += [(d, _version(d)) for d in SOFTWARE]
     tools = []
     for name, version in software:
-        tools.append(crate.add(ContextEntity(crate, f"#software-{name}", properties={
-            "@type": "SoftwareApplication", "name": name, "softwareVersion": version,
-        })))
+        tools.append(
+            crate.add(
+                ContextEntity(
+                    crate,
+                    f"#software-{name}",
+                    properties={
+                        "@type": "SoftwareApplication",
+                        "name": name,
+                        "softwareVersion": version,
+                    },
+                )
+            )
+        )
     workflow["softwareRequirements"] = tools
-    config_entity = crate.add(ContextEntity(crate, "#config", properties={
-        "@type": "PropertyValue", "name": "workflow configuration",
-        "value": json.dumps(config, sort_keys=True, default=str),
-    }))
+    config_entity = crate.add(
+        ContextEntity(
+            crate,
+            "#config",
+            properties={
+                "@type": "PropertyValue",
+                "name": "workflow configuration",
+                "value": json.dumps(config, sort_keys=True, default=str),
+            },
+        )
+    )
     inputs = [
-        crate.add(ContextEntity(crate, src.resolve().as_uri(), properties={
-            "@type": "File", "name": src.name, "contentSize": src.stat().st_size,
-            "sha256": sha256_file(src),
-        }))
+        crate.add(
+            ContextEntity(
+                crate,
+                src.resolve().as_uri(),
+                properties={
+                    "@type": "File",
+                    "name": src.name,
+                    "contentSize": src.stat().st_size,
+                    "sha256": sha256_file(src),
+                },
+            )
+        )
         for src in sources
     ]
     manifest = read_manifest(out_dir / MANIFEST)
     outputs = []
     for rel, digest in sorted(manifest.items()):
-        outputs.append(crate.add_file(dest_path=rel, properties={
-            "contentSize": (out_dir / rel).stat().st_size, "sha256": digest,
-        }))
+        outputs.append(
+            crate.add_file(
+                dest_path=rel,
+                properties={
+                    "contentSize": (out_dir / rel).stat().st_size,
+                    "sha256": digest,
+                },
+            )
+        )
     if study:
         crate.root_dataset["about"] = [
-            crate.add(ContextEntity(crate, f"#study-{key}", properties={
-                "@type": "PropertyValue", "name": key, "value": json.dumps(study[key]),
-            }))
+            crate.add(
+                ContextEntity(
+                    crate,
+                    f"#study-{key}",
+                    properties={
+                        "@type": "PropertyValue",
+                        "name": key,
+                        "value": json.dumps(study[key]),
+                    },
+                )
+            )
             for key in sorted(study)
         ]
-    action = crate.add_action(workflow, identifier="#run", object=inputs, result=outputs,
-                              properties={"name": "bioingest run",
-                                          "endTime": datetime.now(UTC).isoformat()})
+    action = crate.add_action(
+        workflow,
+        identifier="#run",
+        object=inputs,
+        result=outputs,
+        properties={"name": "bioingest run", "endTime": datetime.now(UTC).isoformat()},
+    )
     if started:
         action["startTime"] = started
     action["instrument"] = workflow
@@ -232,6 +296,10 @@ def make_bag(out_dir: Path, *, threads: int = 2) -> None:
     """Turn the output folder into a BagIt bag in place (payload moves into ``data/``)."""
     import bagit
 
-    bagit.make_bag(str(out_dir), {"Source-Organization": "bioingest"},
-                   processes=max(1, threads), checksums=["sha256"])
+    bagit.make_bag(
+        str(out_dir),
+        {"Source-Organization": "bioingest"},
+        processes=max(1, threads),
+        checksums=["sha256"],
+    )
     os.sync()

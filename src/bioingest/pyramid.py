@@ -1,4 +1,4 @@
-"""Stage 4: intermediate Zarr -> final OME-Zarr with multiscale pyramids, streamed block by block."""
+"""Stage 4: intermediate Zarr -> final OME-Zarr with multiscale pyramids, streamed by block."""
 
 from __future__ import annotations
 
@@ -74,21 +74,24 @@ def downsample(block: np.ndarray, method: Method) -> np.ndarray:
     if h % 2 or w % 2:
         block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
     if method == "nearest":
-        return block[::2, ::2].copy()
+        nearest: np.ndarray = block[::2, ::2].copy()
+        return nearest
     quads = np.stack([block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]])
     if method == "mode":
         counts = np.stack([(quads == quads[i]).sum(axis=0) for i in range(4)])
         pick = counts.argmax(axis=0)[None]
-        return np.take_along_axis(quads, pick, axis=0)[0]
-    mean = quads.mean(axis=0, dtype=np.float64)
+        picked: np.ndarray = np.take_along_axis(quads, pick, axis=0)[0]
+        return picked
+    mean: np.ndarray = quads.mean(axis=0, dtype=np.float64)
     if np.issubdtype(block.dtype, np.integer):
         mean = np.rint(mean)
-    return mean.astype(block.dtype)
+    result: np.ndarray = mean.astype(block.dtype)
+    return result
 
 
 def _create_level(
     group: zarr.Group, path: str, shape: tuple[int, ...], dtype: Any, opts: StoreOptions
-) -> zarr.Array:
+) -> zarr.Array[Any]:
     cy, cx = min(opts.chunk_size, shape[3]), min(opts.chunk_size, shape[4])
     chunks = (1, 1, 1, cy, cx)
     if opts.version == "0.4":
@@ -120,7 +123,7 @@ def _create_level(
 
 def write_image(
     group: zarr.Group,
-    source: zarr.Array,
+    source: zarr.Array[Any],
     meta: omexml.ImageMeta,
     *,
     name: str,
@@ -198,7 +201,9 @@ def choose_layout(ome_xml: str, series_count: int) -> tuple[Layout, omexml.Plate
     return ("bioformats2raw" if series_count > 1 else "image"), None
 
 
-def _write_ome_group(root: zarr.Group, tmp: Path, xml: str, series: list[str], opts: StoreOptions) -> None:
+def _write_ome_group(
+    root: zarr.Group, tmp: Path, xml: str, series: list[str], opts: StoreOptions
+) -> None:
     ome = root.create_group("OME")
     ome.attrs.update(ngff.wrap(opts.version, {"series": series}))
     atomic.write_text(tmp / "OME" / "METADATA.ome.xml", xml)
@@ -254,9 +259,9 @@ def build(
 
     layout, plate = choose_layout(xml, count)
     log.info("pyramid %s: %s layout, %d series, NGFF %s", name, layout, count, opts.version)
-    zarr_format = 3 if opts.version == "0.5" else 2
+    zarr_format: Literal[2, 3] = 3 if opts.version == "0.5" else 2
 
-    def series_array(i: int) -> zarr.Array:
+    def series_array(i: int) -> zarr.Array[Any]:
         arr = src[str(i)]
         assert isinstance(arr, zarr.Array)
         return arr
@@ -264,9 +269,7 @@ def build(
     with atomic.atomic_dir(out) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
         if layout == "image":
-            write_image(
-                root, series_array(0), metas[0], name=name, channels=display(0), opts=opts
-            )
+            write_image(root, series_array(0), metas[0], name=name, channels=display(0), opts=opts)
         elif layout == "bioformats2raw":
             for i in range(count):
                 group = root.create_group(str(i))
@@ -278,9 +281,7 @@ def build(
             _write_ome_group(root, tmp, xml, [str(i) for i in range(count)], opts)
         else:
             assert plate is not None
-            paths = _write_plate(
-                root, plate, series_array, metas, display, name=name, opts=opts
-            )
+            paths = _write_plate(root, plate, series_array, metas, display, name=name, opts=opts)
             _write_ome_group(root, tmp, xml, paths, opts)
         provenance.write_store_crate(tmp, name=name, study=study)
     return layout

@@ -9,8 +9,16 @@ from typing import Any
 
 from bioingest import atomic, metadata
 
-INT_COLUMNS = {"series", "channel", "size_x", "size_y", "size_z", "size_c", "size_t",
-               "significant_bits"}
+INT_COLUMNS = {
+    "series",
+    "channel",
+    "size_x",
+    "size_y",
+    "size_z",
+    "size_c",
+    "size_t",
+    "significant_bits",
+}
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:

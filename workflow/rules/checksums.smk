@@ -1,24 +1,22 @@
 rule source_fixity:
-    message:
-        "fixity {wildcards.dataset}: SHA-256 of the source files before anything reads them"
     input:
         unpack(dataset_files),
     output:
         f"{OUT}/{{dataset}}/source-sha256.txt",
     log:
         f"{OUT}/logs/{{dataset}}/source_fixity.log",
-    params:
-        root=INPUT_ROOT,
     conda:
         "../../envs/bioingest.yaml"
+    params:
+        root=INPUT_ROOT,
+    message:
+        "fixity {wildcards.dataset}: SHA-256 of the source files before anything reads them"
     shell:
         "bioingest checksum sources {input.source:q} {input.companions:q} "
         "--root {params.root:q} --out {output:q} --log {log:q}"
 
 
 rule bia_file_list:
-    message:
-        "BioImage Archive file list"
     input:
         records=dataset_records,
         study=study_file,
@@ -26,19 +24,19 @@ rule bia_file_list:
         f"{OUT}/bia-file-list.tsv",
     log:
         f"{OUT}/logs/bia_file_list.log",
-    params:
-        out_dir=OUT,
-        study=study_option,
     conda:
         "../../envs/bioingest.yaml"
+    params:
+        out_dir=output_folder,
+        study=study_option,
+    message:
+        "BioImage Archive file list"
     shell:
         "bioingest provenance bia-list {params.out_dir:q} {params.study} --out {output:q} "
         "--log {log:q}"
 
 
 rule manifest:
-    message:
-        "manifest: re-check the sources, then SHA-256 of every output file"
     input:
         deliverables,
         fixity=source_fixities,
@@ -47,20 +45,20 @@ rule manifest:
         f"{OUT}/manifest-sha256.txt",
     log:
         f"{OUT}/logs/manifest.log",
-    params:
-        out_dir=OUT,
-        root=INPUT_ROOT,
-    threads: 2
     conda:
         "../../envs/bioingest.yaml"
+    threads: 2
+    params:
+        out_dir=output_folder,
+        root=INPUT_ROOT,
+    message:
+        "manifest: re-check the sources, then SHA-256 of every output file"
     shell:
         "bioingest checksum manifest {params.out_dir:q} --sources-root {params.root:q} "
         "--threads {threads} --out {output:q} --log {log:q}"
 
 
 rule provenance:
-    message:
-        "provenance: Workflow Run RO-Crate of this run"
     input:
         manifest=f"{OUT}/manifest-sha256.txt",
         sources=all_sources,
@@ -69,12 +67,14 @@ rule provenance:
         f"{OUT}/ro-crate-metadata.json",
     log:
         f"{OUT}/logs/provenance.log",
-    params:
-        out_dir=OUT,
-        study=study_option,
-        config_json=config_json,
     conda:
         "../../envs/bioingest.yaml"
+    params:
+        out_dir=output_folder,
+        study=study_option,
+        config_json=config_json,
+    message:
+        "provenance: Workflow Run RO-Crate of this run"
     shell:
         "bioingest provenance crate {params.out_dir:q} --sources {input.sources:q} "
         "{params.study} --config-json {params.config_json:q} --log {log:q}"

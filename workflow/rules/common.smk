@@ -14,8 +14,16 @@ from bioingest.inventory import from_config, input_root
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# The verbs must come from the same installation that parsed this workflow.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+# The verbs must come from the same installation that parsed this workflow; PATH is
+# declared so that cluster and cloud jobs get it too.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = (
+    f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+)
 
 try:
     DATASETS = {d.name: d for d in from_config(config)}
@@ -44,6 +52,11 @@ def dataset_files(wildcards):
 def pyramid_method(wildcards):
     """Sample-sheet override (e.g. nearest for label images), else the config default."""
     return DATASETS[wildcards.dataset].pyramid_method or config["pyramid_method"]
+
+
+def output_folder(wildcards, output):
+    """Folder of the rule's first output (the run's output folder for run-level rules)."""
+    return os.path.dirname(output[0])
 
 
 def study_file(wildcards):
@@ -89,4 +102,7 @@ def deliverables(wildcards=None):
 
 def final_outputs():
     """Everything a complete run produces."""
-    return deliverables() + [f"{OUT}/manifest-sha256.txt", f"{OUT}/ro-crate-metadata.json"]
+    return deliverables() + [
+        f"{OUT}/manifest-sha256.txt",
+        f"{OUT}/ro-crate-metadata.json",
+    ]

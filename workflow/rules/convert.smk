@@ -1,6 +1,4 @@
 rule convert:
-    message:
-        "convert {wildcards.dataset}: read the source once into a lossless intermediate Zarr"
     input:
         unpack(dataset_files),
         fixity=f"{OUT}/{{dataset}}/source-sha256.txt",
@@ -10,15 +8,17 @@ rule convert:
         source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
     log:
         f"{OUT}/logs/{{dataset}}/convert.log",
+    conda:
+        "../../envs/bioingest.yaml"
+    resources:
+        java_heap_mb=config["java_heap_mb"],
     params:
         reader=config["reader"],
         tile_size=config["tile_size"],
         jar=config["bioformats_jar"],
         maven=config["bioformats_maven"],
-    resources:
-        java_heap_mb=config["java_heap_mb"],
-    conda:
-        "../../envs/bioingest.yaml"
+    message:
+        "convert {wildcards.dataset}: read the source once into a lossless intermediate Zarr"
     shell:
         "bioingest convert {input.source:q} --zarr {output.zarr:q} "
         "--ome-xml {output.ome_xml:q} --source-json {output.source_json:q} --reader {params.reader:q} "

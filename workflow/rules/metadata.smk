@@ -1,6 +1,4 @@
 rule metadata:
-    message:
-        "metadata {wildcards.dataset}: normalised record, sanity flags, completeness score"
     input:
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
         source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
@@ -10,10 +8,12 @@ rule metadata:
         f"{OUT}/{{dataset}}/metadata.json",
     log:
         f"{OUT}/logs/{{dataset}}/metadata.log",
-    params:
-        study=study_option,
     conda:
         "../../envs/bioingest.yaml"
+    params:
+        study=study_option,
+    message:
+        "metadata {wildcards.dataset}: normalised record, sanity flags, completeness score"
     shell:
         "bioingest metadata {input.ome_xml:q} --dataset {wildcards.dataset:q} "
         "--source-json {input.source_json:q} --store {input.store:q} {params.study} "
@@ -21,8 +21,6 @@ rule metadata:
 
 
 rule metadata_tables:
-    message:
-        "summary tables: one row per series (images) and per channel (channels)"
     input:
         dataset_records,
     output:
@@ -32,9 +30,11 @@ rule metadata_tables:
         channels_parquet=f"{OUT}/summary/channels.parquet",
     log:
         f"{OUT}/logs/metadata_tables.log",
-    params:
-        out_dir=f"{OUT}/summary",
     conda:
         "../../envs/bioingest.yaml"
+    params:
+        out_dir=output_folder,
+    message:
+        "summary tables: one row per series (images) and per channel (channels)"
     shell:
         "bioingest tables {input:q} --out-dir {params.out_dir:q} --log {log:q}"

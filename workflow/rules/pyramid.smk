@@ -1,6 +1,4 @@
 rule pyramid:
-    message:
-        "pyramid {wildcards.dataset}: write the final OME-Zarr with multiscale levels"
     input:
         zarr=f"{OUT}/intermediate/{{dataset}}.zarr",
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
@@ -9,6 +7,8 @@ rule pyramid:
         directory(f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr"),
     log:
         f"{OUT}/logs/{{dataset}}/pyramid.log",
+    conda:
+        "../../envs/bioingest.yaml"
     params:
         ngff_version=str(config["ngff_version"]),
         chunk_size=config["chunk_size"],
@@ -17,8 +17,8 @@ rule pyramid:
         method=pyramid_method,
         min_size=config["pyramid_min_size"],
         study=study_option,
-    conda:
-        "../../envs/bioingest.yaml"
+    message:
+        "pyramid {wildcards.dataset}: write the final OME-Zarr with multiscale levels"
     shell:
         "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
         "--name {wildcards.dataset:q} --ngff-version {params.ngff_version:q} "

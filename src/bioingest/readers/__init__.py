@@ -22,7 +22,8 @@ def check_readable(path: Path) -> None:
         raise IngestError(path, "is a folder, not a file")
     if not os.access(path, os.R_OK):
         raise IngestError(path, "permission denied (file is not readable)")
-    if path.stat().st_size == 0:
+    # Bio-Formats .fake files are empty by design: the name describes the image.
+    if path.stat().st_size == 0 and not path.name.lower().endswith(".fake"):
         raise IngestError(path, "empty file (0 bytes)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,9 @@ class BioFormatsReader(SourceReader):
         return tile.astype(info.dtype, copy=True)
 
     def _close_quietly(self) -> None:
-        try:
+        # Closing a half-opened reader must not mask the error that got us here.
+        with contextlib.suppress(Exception):
             self._reader.close()
-        except Exception:  # noqa: S110 - closing a half-opened reader must not mask the cause
-            pass
 
     def close(self) -> None:
         self._close_quietly()

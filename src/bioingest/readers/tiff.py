@@ -30,13 +30,53 @@ _LOSSLESS = {
 }
 # Vendor flavours whose metadata Bio-Formats interprets with a reader of its own.
 _VENDOR_FLAGS = (
-    "lsm", "stk", "svs", "scn", "ndpi", "nih", "micromanager", "fluoview", "metaseries",
-    "qpi", "philips", "sis", "mdgel", "sem", "andor", "epics", "tvips", "eer", "streak",
-    "bif", "indica", "avs", "mmstack", "ndtiff", "geotiff", "fei", "vista", "scanimage",
-    "agilent", "uic", "dng", "nuvu", "zif", "subifd_pyramid",
+    "lsm",
+    "stk",
+    "svs",
+    "scn",
+    "ndpi",
+    "nih",
+    "micromanager",
+    "fluoview",
+    "metaseries",
+    "qpi",
+    "philips",
+    "sis",
+    "mdgel",
+    "sem",
+    "andor",
+    "epics",
+    "tvips",
+    "eer",
+    "streak",
+    "bif",
+    "indica",
+    "avs",
+    "mmstack",
+    "ndtiff",
+    "geotiff",
+    "fei",
+    "vista",
+    "scanimage",
+    "agilent",
+    "uic",
+    "dng",
+    "nuvu",
+    "zif",
+    "subifd_pyramid",
 )
-_UNIT_NAMES = {"micron": "µm", "microns": "µm", "um": "µm", "µm": "µm", "\\u00B5m": "µm",
-               "nm": "nm", "mm": "mm", "cm": "cm", "m": "m", "pixel": "pixel"}
+_UNIT_NAMES = {
+    "micron": "µm",
+    "microns": "µm",
+    "um": "µm",
+    "µm": "µm",
+    "\\u00B5m": "µm",
+    "nm": "nm",
+    "mm": "mm",
+    "cm": "cm",
+    "m": "m",
+    "pixel": "pixel",
+}
 
 
 def _pick_series(tif: tifffile.TiffFile) -> list[Any] | None:
@@ -49,9 +89,7 @@ def _pick_series(tif: tifffile.TiffFile) -> list[Any] | None:
         names = {Path(n).name for n in _ome_file_names(xml)}
         if names - {Path(tif.filehandle.path).name} or "BinaryOnly" in xml:
             return None
-    elif not (tif.is_imagej or tif.is_shaped or len(series) == 1):
-        return None
-    elif len(series) != 1:
+    elif not (tif.is_imagej or tif.is_shaped or len(series) == 1) or len(series) != 1:
         return None
     for s in series:
         if any(p.compression not in _LOSSLESS for p in s.pages if p is not None):
@@ -123,8 +161,13 @@ class TiffReader(SourceReader):
                 size[dim] *= n
             self._series.append(
                 SeriesInfo(
-                    index=i, size_t=size["T"], size_c=size["C"], size_z=size["Z"],
-                    size_y=size["Y"], size_x=size["X"], dtype=str(np.dtype(s.dtype)),
+                    index=i,
+                    size_t=size["T"],
+                    size_c=size["C"],
+                    size_z=size["Z"],
+                    size_y=size["Y"],
+                    size_x=size["X"],
+                    dtype=str(np.dtype(s.dtype)),
                     rgb="S" in s.axes and size["C"] == 3,
                 )
             )
