@@ -418,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     except OSError as exc:
-        where = exc.filename or "output"
+        # zarr's writes do not always carry the file name: fall back to the target.
+        where = exc.filename or getattr(args, "zarr", None) or getattr(args, "out", None) or "output"
         if exc.errno == errno.ENOSPC:
             log.error("%s: out of disk space", where)
         else:

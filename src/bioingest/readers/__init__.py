@@ -16,14 +16,19 @@ __all__ = ["ReaderChoice", "SeriesInfo", "SourceReader", "check_readable", "open
 
 def check_readable(path: Path) -> None:
     """Fail early, with a one-line reason, for missing, empty or unreadable files."""
-    if not path.exists():
-        raise IngestError(path, "file not found")
+    denied = IngestError(path, "permission denied (file is not readable)")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise IngestError(path, "file not found") from None
+    except PermissionError:
+        raise denied from None
     if path.is_dir():
         raise IngestError(path, "is a folder, not a file")
     if not os.access(path, os.R_OK):
-        raise IngestError(path, "permission denied (file is not readable)")
+        raise denied
     # Bio-Formats .fake files are empty by design: the name describes the image.
-    if path.stat().st_size == 0 and not path.name.lower().endswith(".fake"):
+    if info.st_size == 0 and not path.name.lower().endswith(".fake"):
         raise IngestError(path, "empty file (0 bytes)")
 
 
@@ -46,9 +51,11 @@ def open_source(
     jar, maven, heap_mb
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
     """
+    from bioingest.integrity import check_structure
     from bioingest.readers import tiff
 
     check_readable(path)
+    check_structure(path)
     if reader == "tifffile" or (reader == "auto" and tiff.accepts(path)):
         return tiff.TiffReader(path)
     from bioingest.readers.bioformats import BioFormatsReader
