@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import BIN, run_workflow
 
 from bioingest.errors import IngestError
-from bioingest.inventory import discover
 from bioingest.integrity import check_structure
+from bioingest.inventory import discover
 from bioingest.readers import check_readable
+from conftest import BIN, run_workflow
 
 CZI = "czi/CellDivision_T3_Z5_CH2_X240_Y170.czi"
 ND2 = "nd2/cluster.nd2"
@@ -63,8 +63,9 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> tuple[P
     make_bad(inputs, real_dir)
     make_good(inputs)
     out = base / "out"
-    proc = run_workflow(base / "work", {"input_dir": inputs, "output_dir": out},
-                        extra=["--keep-going"], check=False)
+    proc = run_workflow(
+        base / "work", {"input_dir": inputs, "output_dir": out}, extra=["--keep-going"], check=False
+    )
     assert proc.returncode != 0
     return inputs, out, proc.stdout + proc.stderr
 
@@ -100,9 +101,17 @@ def test_cli_error_is_one_line(tmp_path: Path, real_dir: Path, name: str) -> Non
     make_bad(tmp_path / "in", real_dir)
     path = tmp_path / "in" / name
     proc = subprocess.run(
-        [str(BIN / "bioingest"), "convert", str(path), "--zarr", str(tmp_path / "o.zarr"),
-         "--ome-xml", str(tmp_path / "o.xml")],
-        capture_output=True, text=True,
+        [
+            str(BIN / "bioingest"),
+            "convert",
+            str(path),
+            "--zarr",
+            str(tmp_path / "o.zarr"),
+            "--ome-xml",
+            str(tmp_path / "o.xml"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"ERROR {path}: {reason(name, path)}"
@@ -130,10 +139,19 @@ def test_unreadable_file(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         # root reads anything; check the same path through an unprivileged process.
         proc = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "python"),
-             "-c", "import sys; from pathlib import Path; from bioingest.readers import "
-             "check_readable; check_readable(Path(sys.argv[1]))", str(path)],
-            capture_output=True, text=True,
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                str(BIN / "python"),
+                "-c",
+                "import sys; from pathlib import Path; from bioingest.readers import "
+                "check_readable; check_readable(Path(sys.argv[1]))",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 1
         assert f"{path}: permission denied (file is not readable)" in proc.stderr
@@ -157,12 +175,21 @@ def test_out_of_disk_is_one_line(tmp_path: Path) -> None:
         pytest.fail("cannot mount a small tmpfs to simulate a full disk (needs root)")
     try:
         src = tmp_path / "big.tif"
-        tifffile.imwrite(src, np.random.default_rng(0).integers(0, 60000, (512, 512),
-                                                                dtype=np.uint16))
+        tifffile.imwrite(
+            src, np.random.default_rng(0).integers(0, 60000, (512, 512), dtype=np.uint16)
+        )
         proc = subprocess.run(
-            [str(BIN / "bioingest"), "convert", str(src), "--zarr", str(mount / "o.zarr"),
-             "--ome-xml", str(mount / "o.xml")],
-            capture_output=True, text=True,
+            [
+                str(BIN / "bioingest"),
+                "convert",
+                str(src),
+                "--zarr",
+                str(mount / "o.zarr"),
+                "--ome-xml",
+                str(mount / "o.xml"),
+            ],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 1
         last = proc.stderr.strip().splitlines()[-1]

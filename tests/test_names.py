@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import REPO, run_workflow
 
 from bioingest.errors import IngestError
 from bioingest.inventory import discover, read_sheet, safe_name
 from bioingest.omexml import parse
+from conftest import REPO, run_workflow
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,16 @@ def _touch(folder: Path, *names: str) -> None:
 
 
 def test_discover_recursive_and_filters(tmp_path: Path) -> None:
-    _touch(tmp_path, "a.czi", "sub/deeper/b.nd2", ".hidden.czi", ".cache/c.czi", "notes.txt",
-           "d.ome.tiff", "MANIFEST.tsv")
+    _touch(
+        tmp_path,
+        "a.czi",
+        "sub/deeper/b.nd2",
+        ".hidden.czi",
+        ".cache/c.czi",
+        "notes.txt",
+        "d.ome.tiff",
+        "MANIFEST.tsv",
+    )
     names = {d.name: d.main.relative_to(tmp_path).as_posix() for d in discover(tmp_path)}
     assert names == {"a": "a.czi", "b": "sub/deeper/b.nd2", "d": "d.ome.tiff"}
 
@@ -64,10 +72,22 @@ def test_collisions_are_deterministic(tmp_path: Path, order: int) -> None:
 
 
 def test_companions_grouped(tmp_path: Path) -> None:
-    _touch(tmp_path, "stack.ics", "stack.ids", "orphan.ids", "dcm/1.dcm", "dcm/2.dcm",
-           "mm/run.nd", "mm/run_w1.stk", "mm/run_w2.stk", "mm/other.tif")
-    got = {d.name: sorted(f.relative_to(tmp_path).as_posix() for f in d.files)
-           for d in discover(tmp_path)}
+    _touch(
+        tmp_path,
+        "stack.ics",
+        "stack.ids",
+        "orphan.ids",
+        "dcm/1.dcm",
+        "dcm/2.dcm",
+        "mm/run.nd",
+        "mm/run_w1.stk",
+        "mm/run_w2.stk",
+        "mm/other.tif",
+    )
+    got = {
+        d.name: sorted(f.relative_to(tmp_path).as_posix() for f in d.files)
+        for d in discover(tmp_path)
+    }
     assert got == {
         "stack": ["stack.ics", "stack.ids"],
         "orphan": ["orphan.ids"],
@@ -137,8 +157,9 @@ def test_config_validated_before_any_job(tmp_path: Path, setting: str, message: 
     _touch(tmp_path / "in", "a.czi")
     out = tmp_path / "out"
     key, value = setting.split("=")
-    proc = run_workflow(tmp_path / "w", {"input_dir": tmp_path / "in", "output_dir": out,
-                                         key: value}, check=False)
+    proc = run_workflow(
+        tmp_path / "w", {"input_dir": tmp_path / "in", "output_dir": out, key: value}, check=False
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not out.exists()
@@ -167,8 +188,15 @@ def test_hostile_paths_end_to_end(tmp_path: Path) -> None:
     run_workflow(tmp_path / "work dir", {"input_dir": inputs, "output_dir": out})
     names = {d.main.name: d.name for d in discover(inputs)}
     assert sorted(names.values()) == sorted(
-        ["with_space", "Zellkern_u_m", "quote_s", "double_quote", "touch_PWNED",
-         "touch_PWNED2", "touch_PWNED3"]
+        [
+            "with_space",
+            "Zellkern_u_m",
+            "quote_s",
+            "double_quote",
+            "touch_PWNED",
+            "touch_PWNED2",
+            "touch_PWNED3",
+        ]
     )
     for source, name in names.items():
         level0 = zarr.open_group(out / name / f"{name}.ome.zarr", mode="r")["0"][:]

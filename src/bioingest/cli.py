@@ -419,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         # zarr's writes do not always carry the file name: fall back to the target.
-        where = exc.filename or getattr(args, "zarr", None) or getattr(args, "out", None) or "output"
+        where = (
+            exc.filename or getattr(args, "zarr", None) or getattr(args, "out", None) or "output"
+        )
         if exc.errno == errno.ENOSPC:
             log.error("%s: out of disk space", where)
         else:
