@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from bioingest.errors import IngestError
 
@@ -19,13 +20,13 @@ _ND2_MAGIC = b"\xda\xce\xbe\x0a"
 _ND2_SIGNATURE = b"ND2 CHUNK MAP SIGNATURE 0000001!"
 
 
-def _segment_end(fh: object, position: int) -> int:
+def _segment_end(fh: BinaryIO, position: int) -> int:
     """End offset of the CZI segment starting at ``position`` (header + used size)."""
-    fh.seek(position)  # type: ignore[attr-defined]
-    header = fh.read(_SEGMENT_HEADER)  # type: ignore[attr-defined]
+    fh.seek(position)
+    header = fh.read(_SEGMENT_HEADER)
     if len(header) < _SEGMENT_HEADER:
         return position + _SEGMENT_HEADER
-    (used,) = struct.unpack_from("<q", header, 24)
+    used = int(struct.unpack_from("<q", header, 24)[0])
     return position + _SEGMENT_HEADER + max(used, 0)
 
 
