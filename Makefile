@@ -46,7 +46,13 @@ lint: setup ## ruff, mypy, snakefmt and snakemake --lint
 	  || { echo "$$out"; exit 1; }; \
 	  if grep -q "^Lints for" <<<"$$out"; then echo "$$out"; exit 1; fi; echo "snakemake --lint: clean"
 
-test: setup lint ## lint, then the whole test suite
+test-deps: ## Debian packages the tests drive for real (headless Chromium)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "the tests need chromium: apt-get install chromium" >&2; exit 1; fi; }
+
+test: setup test-deps lint ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup ## speed and memory against baselines (benchmarks/)
@@ -55,4 +61,4 @@ bench: setup ## speed and memory against baselines (benchmarks/)
 clean: ## remove results and Snakemake state
 	rm -rf results .snakemake
 
-.PHONY: help setup demo lint test bench clean
+.PHONY: help setup demo lint test-deps test bench clean

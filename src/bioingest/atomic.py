@@ -22,7 +22,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """
     tmp = _partial(path)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True)
     try:
         yield tmp
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import sys
@@ -201,9 +202,48 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
 
 
 def _cmd_tables(args: argparse.Namespace) -> None:
-    from bioingest.tables import write_metadata_tables
+    from bioingest.tables import write_metadata_tables, write_qc_table
 
-    write_metadata_tables(args.records, args.out_dir)
+    qc = [p for p in args.records if p.name == "qc.json"]
+    records = [p for p in args.records if p.name != "qc.json"]
+    if records:
+        write_metadata_tables(records, args.out_dir)
+    if qc:
+        write_qc_table(qc, args.out_dir)
+
+
+def _cmd_qc(args: argparse.Namespace) -> int:
+    from bioingest.qc import Thresholds, run_qc
+
+    thresholds = Thresholds(
+        **{k: getattr(args, k) for k in Thresholds.__dataclass_fields__ if hasattr(args, k)}
+    )
+    qc = run_qc(
+        args.intermediate,
+        args.metadata,
+        args.store,
+        out=args.out,
+        thumbnails=args.thumbnails,
+        thresholds=thresholds,
+    )
+    if args.fail_policy == "stop" and qc["status"] == "fail":
+        failing = sorted(
+            name
+            for s in qc["series"]
+            for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
+            for name, value in checks.items()
+            if value == "fail"
+        )
+        raise IngestError(args.store, f"QC failed: {', '.join(sorted(set(failing)))}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from bioingest.report import write_report
+
+    # No output path in the log: logs are outputs too and must not differ between folders.
+    target = write_report(args.out_dir, args.datasets, out=args.out)
+    log.info("report: %s written for %d datasets", target.name, len(args.datasets))
 
 
 def _cmd_inventory(args: argparse.Namespace) -> None:
@@ -287,6 +327,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_metadata)
 
     p = sub.add_parser(
+        "qc",
+        help="quality metrics with pass/warn/fail flags, and thumbnails",
+        description="Stream the intermediate store once: intensity statistics, saturation, "
+        "bit-depth use, blank planes, focus per plane, illumination uniformity and "
+        "conversion fidelity, each graded pass/warn/fail (formulas: docs/qc.md).",
+    )
+    p.add_argument("intermediate", type=Path, help="store written by 'bioingest convert'")
+    p.add_argument("--metadata", type=Path, required=True, help="metadata.json of the dataset")
+    p.add_argument("--store", type=Path, required=True, help="final OME-Zarr")
+    p.add_argument("--out", type=Path, required=True, help="qc.json to write")
+    p.add_argument("--thumbnails", type=Path, required=True, help="folder for PNG thumbnails")
+    p.add_argument(
+        "--fail-policy",
+        choices=["report", "stop"],
+        default="report",
+        help="stop: exit 1 when any check fails (default: report)",
+    )
+    from bioingest.qc import Thresholds
+
+    for item in dataclasses.fields(Thresholds):
+        key, default = item.name, item.default
+        p.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=type(default),
+            default=default,
+            help=f"threshold (default: {default})",
+        )
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_qc)
+
+    p = sub.add_parser(
         "tables",
         help="run-wide images/channels tables from metadata records",
         description="Collect metadata.json records into images.tsv and channels.tsv "
@@ -339,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.add_argument("--study", type=Path, help="study metadata YAML for the store's RO-Crate")
     p.set_defaults(func=_cmd_pyramid)
+
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report for a run",
+        description="Write OUT/report.html: a summary of every dataset (status, sizes, "
+        "metadata completeness, QC flags, failure reasons from the logs) and a section per "
+        "dataset with thumbnails, histograms and focus-by-Z plots. Works on partial runs.",
+    )
+    p.add_argument("out_dir", type=Path, help="output folder of a run")
+    p.add_argument("--datasets", nargs="+", required=True, help="dataset names to list")
+    p.add_argument("--out", type=Path, help="file to write (default: OUT/report.html)")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
         "checksum",

@@ -18,6 +18,10 @@ INT_COLUMNS = {
     "size_c",
     "size_t",
     "significant_bits",
+    "bits_used",
+    "bits_available",
+    "blank_planes",
+    "best_focus_z",
 }
 
 
@@ -41,6 +45,20 @@ def _write(frame: Any, out_dir: Path, stem: str) -> None:
     tmp = out_dir / f".{stem}.parquet.partial"
     frame.to_parquet(tmp, index=False)
     tmp.replace(out_dir / f"{stem}.parquet")
+
+
+def write_qc_table(reports: Iterable[Path], out_dir: Path) -> None:
+    """Write ``qc.tsv`` (one row per series and channel) from ``qc.json`` files."""
+    from bioingest.qc import QC_COLUMNS, qc_rows
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(reports):
+        rows.extend(qc_rows(json.loads(path.read_text(encoding="utf-8"))))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = _frame(rows, QC_COLUMNS)
+    atomic.write_text(
+        out_dir / "qc.tsv", frame.to_csv(sep="\t", index=False, na_rep="", lineterminator="\n")
+    )
 
 
 def write_metadata_tables(records: Iterable[Path], out_dir: Path) -> None:

@@ -79,6 +79,36 @@ def config_json(wildcards):
     return json.dumps(config, sort_keys=True, default=str)
 
 
+def qc_options(wildcards):
+    """QC thresholds and policy from the config, as verb options."""
+    keys = [k for k in config if k.startswith("qc_") and k != "qc_fail_policy"]
+    options = [f"--{k[3:].replace('_', '-')}={config[k]}" for k in sorted(keys)]
+    options += [
+        f"--fail-policy={config['qc_fail_policy']}",
+        f"--tile-size={config['tile_size']}",
+    ]
+    return " ".join(shlex.quote(o) for o in options)
+
+
+def dataset_names(wildcards):
+    """Every dataset name, quoted for the shell."""
+    return " ".join(shlex.quote(name) for name in sorted(DATASETS))
+
+
+def write_partial_report():
+    """Report on whatever a failed run produced (called from onerror)."""
+    from bioingest.report import write_report
+
+    if Path(OUT).is_dir():
+        write_report(Path(OUT), sorted(DATASETS))
+        print(f"Report of the partial run: {OUT}/report.html", file=sys.stderr)
+
+
+def qc_reports(wildcards):
+    """qc.json of every dataset."""
+    return [f"{OUT}/{name}/qc.json" for name in sorted(DATASETS)]
+
+
 def all_sources(wildcards):
     """Every source file of every dataset, companions included."""
     return sorted(str(f) for d in DATASETS.values() for f in d.files)
@@ -97,7 +127,14 @@ def deliverables(wildcards=None):
         for t in ("images", "channels")
         for ext in ("tsv", "parquet")
     ]
-    return stores + dataset_records(wildcards) + tables + [f"{OUT}/bia-file-list.tsv"]
+    run_files = [
+        f"{OUT}/summary/qc.tsv",
+        f"{OUT}/report.html",
+        f"{OUT}/bia-file-list.tsv",
+    ]
+    return (
+        stores + dataset_records(wildcards) + qc_reports(wildcards) + tables + run_files
+    )
 
 
 def final_outputs():

@@ -1,0 +1,47 @@
+rule qc:
+    input:
+        intermediate=f"{OUT}/intermediate/{{dataset}}.zarr",
+        metadata=f"{OUT}/{{dataset}}/metadata.json",
+        store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
+    output:
+        qc=f"{OUT}/{{dataset}}/qc.json",
+        thumbnails=report(
+            directory(f"{OUT}/{{dataset}}/thumbnails"),
+            patterns=["{name}.png"],
+            caption="../report/thumbnail.rst",
+            category="Thumbnails",
+            subcategory="{dataset}",
+        ),
+    log:
+        f"{OUT}/logs/{{dataset}}/qc.log",
+    conda:
+        "../../envs/bioingest.yaml"
+    params:
+        options=qc_options,
+    message:
+        "qc {wildcards.dataset}: metrics, pass/warn/fail flags and thumbnails"
+    shell:
+        "bioingest qc {input.intermediate:q} --metadata {input.metadata:q} "
+        "--store {input.store:q} --out {output.qc:q} --thumbnails {output.thumbnails:q} "
+        "{params.options} --log {log:q}"
+
+
+rule qc_table:
+    input:
+        qc_reports,
+    output:
+        report(
+            f"{OUT}/summary/qc.tsv",
+            caption="../report/qc_table.rst",
+            category="Summary",
+        ),
+    log:
+        f"{OUT}/logs/qc_table.log",
+    conda:
+        "../../envs/bioingest.yaml"
+    params:
+        out_dir=output_folder,
+    message:
+        "summary table: QC per series and channel"
+    shell:
+        "bioingest tables {input:q} --out-dir {params.out_dir:q} --log {log:q}"

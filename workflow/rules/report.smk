@@ -1,0 +1,24 @@
+rule report:
+    input:
+        qc=qc_reports,
+        records=dataset_records,
+        tables=f"{OUT}/summary/qc.tsv",
+    output:
+        report(f"{OUT}/report.html", caption="../report/report.rst", category="Summary"),
+    log:
+        f"{OUT}/logs/report.log",
+    conda:
+        "../../envs/bioingest.yaml"
+    params:
+        out_dir=output_folder,
+        datasets=dataset_names,
+    message:
+        "report: one self-contained HTML page for the run"
+    shell:
+        "bioingest report {params.out_dir:q} --datasets {params.datasets} "
+        "--out {output:q} --log {log:q}"
+
+
+onerror:
+    # A failed run still gets a report listing every dataset and why some failed.
+    write_partial_report()
