@@ -136,16 +136,8 @@ def field(value: Any, origin: Origin = "file") -> dict[str, Any]:
     return {"value": value, "origin": origin}
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _kids(elem: Element | None, name: str) -> list[Element]:
-    return [] if elem is None else [c for c in elem if _local(c.tag) == name]
-
-
 def _first(elem: Element | None, name: str) -> Element | None:
-    kids = _kids(elem, name)
+    kids = omexml.children(elem, name)
     return kids[0] if kids else None
 
 
@@ -188,15 +180,15 @@ class _Index:
 
 
 def _index(root: Element) -> _Index:
-    instruments = {i.attrib.get("ID", ""): i for i in _kids(root, "Instrument")}
+    instruments = {i.attrib.get("ID", ""): i for i in omexml.children(root, "Instrument")}
     objectives, detectors, sources = {}, {}, {}
     for inst in instruments.values():
-        for o in _kids(inst, "Objective"):
+        for o in omexml.children(inst, "Objective"):
             objectives[o.attrib.get("ID", "")] = o
-        for d in _kids(inst, "Detector"):
+        for d in omexml.children(inst, "Detector"):
             detectors[d.attrib.get("ID", "")] = d
         for child in inst:
-            if _local(child.tag) in (
+            if omexml.local_name(child.tag) in (
                 "Laser",
                 "Arc",
                 "Filament",
@@ -215,7 +207,7 @@ def _time_increment(pixels: Element, size_t: int) -> dict[str, Any]:
     if size_t < 2:
         return field(None)
     stamps: dict[int, float] = {}
-    for plane in _kids(pixels, "Plane"):
+    for plane in omexml.children(pixels, "Plane"):
         p = plane.attrib
         if p.get("TheC", "0") == "0" and p.get("TheZ", "0") == "0":
             dt = omexml.time_s(p.get("DeltaT"), p.get("DeltaTUnit"))
@@ -281,7 +273,8 @@ def _series_record(image: Element, index: int, idx: _Index) -> dict[str, Any]:
         "significant_bits": field(_int(a.get("SignificantBits"))),
     }
     record["channels"] = [
-        _channel_record(ch, c, pixels, idx) for c, ch in enumerate(_kids(pixels, "Channel"))
+        _channel_record(ch, c, pixels, idx)
+        for c, ch in enumerate(omexml.children(pixels, "Channel"))
     ]
     return record
 
@@ -289,7 +282,7 @@ def _series_record(image: Element, index: int, idx: _Index) -> dict[str, Any]:
 def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[str, Any]:
     a = ch.attrib
     exposure = None
-    for plane in _kids(pixels, "Plane"):
+    for plane in omexml.children(pixels, "Plane"):
         if plane.attrib.get("TheC") == str(c) and "ExposureTime" in plane.attrib:
             exposure = omexml.time_s(
                 plane.attrib["ExposureTime"], plane.attrib.get("ExposureTimeUnit")
@@ -308,7 +301,7 @@ def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[s
     source_name = None
     if source is not None:
         s = source.attrib
-        source_name = " ".join(x for x in (_local(source.tag), s.get("Model")) if x)
+        source_name = " ".join(x for x in (omexml.local_name(source.tag), s.get("Model")) if x)
     return {
         "channel": field(c),
         "name": field(a.get("Name")),
@@ -488,7 +481,7 @@ def build_record(
     """
     root = omexml.parse(xml)
     idx = _index(root)
-    series = [_series_record(img, i, idx) for i, img in enumerate(_kids(root, "Image"))]
+    series = [_series_record(img, i, idx) for i, img in enumerate(omexml.children(root, "Image"))]
     for i, s in enumerate(series):
         s["flags"] = sanity_flags(s)
         if pixel_hashes is not None and i < len(pixel_hashes):

@@ -60,17 +60,6 @@ _TIME_TO_S = {
 
 
 @dataclass(frozen=True)
-class ImageMeta:
-    """Per-series values that drive array layout and NGFF scales."""
-
-    id: str
-    name: str
-    physical_size_um: tuple[float | None, float | None, float | None]
-    time_increment_s: float | None
-    channel_names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Well:
     """One plate well: row/column indices and the series shown as its fields."""
 
@@ -91,12 +80,14 @@ class Plate:
     wells: tuple[Well, ...] = field(default_factory=tuple)
 
 
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
+    """Element tag without its namespace."""
     return tag.rsplit("}", 1)[-1]
 
 
-def _children(elem: Element, name: str) -> list[Element]:
-    return [c for c in elem if _local(c.tag) == name]
+def children(elem: Element | None, name: str) -> list[Element]:
+    """Direct children called ``name`` (any namespace); none for a missing element."""
+    return [] if elem is None else [c for c in elem if local_name(c.tag) == name]
 
 
 def parse(xml: str) -> Element:
@@ -105,67 +96,44 @@ def parse(xml: str) -> Element:
     return root
 
 
-def length_um(value: str | None, unit: str | None) -> float | None:
-    """Convert an OME length to micrometres; ``None`` when absent, not positive or not physical."""
+def _quantity(value: str | None, unit: str, table: dict[str, float]) -> float | None:
+    """``value`` in ``unit`` times its factor; ``None`` when absent, not positive or unknown."""
     if value is None:
         return None
-    factor = _LENGTH_TO_UM.get(unit or "µm")
+    factor = table.get(unit)
     number = float(value)
     if factor is None or not number > 0:
         return None
     return number * factor
+
+
+def length_um(value: str | None, unit: str | None) -> float | None:
+    """Convert an OME length to micrometres; ``None`` when absent, not positive or not physical."""
+    return _quantity(value, unit or "µm", _LENGTH_TO_UM)
 
 
 def time_s(value: str | None, unit: str | None) -> float | None:
     """Convert an OME time to seconds; ``None`` when absent or not positive."""
-    if value is None:
-        return None
-    factor = _TIME_TO_S.get(unit or "s")
-    number = float(value)
-    if factor is None or not number > 0:
-        return None
-    return number * factor
-
-
-def images(xml: str) -> list[ImageMeta]:
-    """Return one :class:`ImageMeta` per ``Image`` element, in series order."""
-    out = []
-    for image in _children(parse(xml), "Image"):
-        pixels = _children(image, "Pixels")[0]
-        a = pixels.attrib
-        sizes = tuple(
-            length_um(a.get(f"PhysicalSize{d}"), a.get(f"PhysicalSize{d}Unit")) for d in "XYZ"
-        )
-        channels = tuple(c.attrib.get("Name", "") for c in _children(pixels, "Channel"))
-        out.append(
-            ImageMeta(
-                id=image.attrib.get("ID", ""),
-                name=image.attrib.get("Name", ""),
-                physical_size_um=(sizes[0], sizes[1], sizes[2]),
-                time_increment_s=time_s(a.get("TimeIncrement"), a.get("TimeIncrementUnit")),
-                channel_names=channels,
-            )
-        )
-    return out
+    return _quantity(value, unit or "s", _TIME_TO_S)
 
 
 def plates(xml: str) -> list[Plate]:
     """Return the plates with their wells mapped to series indices."""
     root = parse(xml)
-    series_of = {img.attrib.get("ID"): i for i, img in enumerate(_children(root, "Image"))}
+    series_of = {img.attrib.get("ID"): i for i, img in enumerate(children(root, "Image"))}
     out = []
-    for plate in _children(root, "Plate"):
+    for plate in children(root, "Plate"):
         wells = []
         max_row = max_col = -1
-        for well in _children(plate, "Well"):
+        for well in children(plate, "Well"):
             row = int(well.attrib.get("Row", "0"))
             col = int(well.attrib.get("Column", "0"))
             fields = []
             samples = sorted(
-                _children(well, "WellSample"), key=lambda s: int(s.attrib.get("Index", "0"))
+                children(well, "WellSample"), key=lambda s: int(s.attrib.get("Index", "0"))
             )
             for sample in samples:
-                for ref in _children(sample, "ImageRef"):
+                for ref in children(sample, "ImageRef"):
                     if ref.attrib.get("ID") in series_of:
                         fields.append(series_of[ref.attrib["ID"]])
             max_row, max_col = max(max_row, row), max(max_col, col)

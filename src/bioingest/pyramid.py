@@ -121,25 +121,59 @@ def _create_level(
     )
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the final store records about one series besides its pixels."""
+
+    name: str
+    physical_size_um: tuple[float | None, float | None, float | None]
+    time_increment_s: float | None
+    #: Label and hex colour of each channel, for the ``omero`` block.
+    channels: list[tuple[str, str]]
+
+
+def image_infos(xml: str, description: dict[str, Any], *, dataset: str) -> list[ImageInfo]:
+    """Names, scales and channel display of every series, from the metadata record."""
+    records = metadata.build_record(xml, dataset=dataset)["series"]
+    count = len(description["series"])
+    infos = []
+    for i, series in enumerate(description["series"]):
+        record = records[i] if i < len(records) and len(records) == count else None
+
+        def value(key: str, rec: dict[str, Any] | None = record) -> Any:
+            return rec[key]["value"] if rec else None
+
+        default = dataset if count == 1 else f"{dataset} series {i}"
+        infos.append(
+            ImageInfo(
+                name=value("name") or default,
+                physical_size_um=(
+                    value("physical_size_x_um"),
+                    value("physical_size_y_um"),
+                    value("physical_size_z_um"),
+                ),
+                time_increment_s=value("time_increment_s"),
+                channels=metadata.display_channels(
+                    record, int(series["shape"][1]), rgb=bool(series.get("rgb", False))
+                ),
+            )
+        )
+    return infos
+
+
 def write_image(
-    group: zarr.Group,
-    source: zarr.Array[Any],
-    meta: omexml.ImageMeta,
-    *,
-    name: str,
-    channels: list[tuple[str, str]],
-    opts: StoreOptions,
+    group: zarr.Group, source: zarr.Array[Any], info: ImageInfo, *, opts: StoreOptions
 ) -> None:
     """Write one multiscale image into ``group`` from a TCZYX intermediate array.
 
-    ``channels`` gives each channel's label and hex colour for the ``omero`` block, whose
-    display windows come from the data range measured while level 0 is written.
+    The ``omero`` block's display windows come from the data range measured while level 0
+    is written.
     """
     size_t, size_c, size_z, size_y, size_x = source.shape
     low = np.full(size_c, np.inf)
     high = np.full(size_c, -np.inf)
     shapes = level_shapes(size_y, size_x, opts)
-    progress = Progress(f"pyramid {name}", size_t * size_c * size_z * len(shapes))
+    progress = Progress(f"pyramid {info.name}", size_t * size_c * size_z * len(shapes))
     previous: Any = source
     for k, (ly, lx) in enumerate(shapes):
         level = _create_level(group, str(k), (size_t, size_c, size_z, ly, lx), source.dtype, opts)
@@ -159,16 +193,16 @@ def write_image(
         previous = level
     factors = [(2**k, 2**k) for k in range(len(shapes))]
     multiscale = ngff.multiscale(
-        name=name,
+        name=info.name,
         level_paths=[str(k) for k in range(len(shapes))],
         level_factors=factors,
-        physical_size_um=meta.physical_size_um,
-        time_increment_s=meta.time_increment_s,
+        physical_size_um=info.physical_size_um,
+        time_increment_s=info.time_increment_s,
         method=opts.method,
         version=opts.version,
     )
     omero = ngff.omero(
-        channels=channels,
+        channels=info.channels,
         ranges=[(lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(low, high, strict=True)],
         dtype=np.dtype(source.dtype),
         default_z=size_z // 2,
@@ -245,17 +279,7 @@ def build(
     assert isinstance(description, dict)
     count = len(description["series"])
     xml = ome_xml_path.read_text(encoding="utf-8")
-    metas = omexml.images(xml)
-    if len(metas) != count:
-        metas = [omexml.ImageMeta("", "", (None, None, None), None) for _ in range(count)]
-    records = metadata.build_record(xml, dataset=name)["series"]
-
-    def display(i: int) -> list[tuple[str, str]]:
-        info = description["series"][i]
-        record = records[i] if i < len(records) else None
-        return metadata.display_channels(
-            record, int(info["shape"][1]), rgb=bool(info.get("rgb", False))
-        )
+    infos = image_infos(xml, description, dataset=name)
 
     layout, plate = choose_layout(xml, count)
     log.info("pyramid %s: %s layout, %d series, NGFF %s", name, layout, count, opts.version)
@@ -269,19 +293,15 @@ def build(
     with atomic.atomic_dir(out) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
         if layout == "image":
-            write_image(root, series_array(0), metas[0], name=name, channels=display(0), opts=opts)
+            write_image(root, series_array(0), infos[0], opts=opts)
         elif layout == "bioformats2raw":
             for i in range(count):
-                group = root.create_group(str(i))
-                label = metas[i].name or f"{name} series {i}"
-                write_image(
-                    group, series_array(i), metas[i], name=label, channels=display(i), opts=opts
-                )
+                write_image(root.create_group(str(i)), series_array(i), infos[i], opts=opts)
             root.attrs.update(ngff.wrap(opts.version, {"bioformats2raw.layout": 3}))
             _write_ome_group(root, tmp, xml, [str(i) for i in range(count)], opts)
         else:
             assert plate is not None
-            paths = _write_plate(root, plate, series_array, metas, display, name=name, opts=opts)
+            paths = _write_plate(root, plate, series_array, infos, name=name, opts=opts)
             _write_ome_group(root, tmp, xml, paths, opts)
         provenance.write_store_crate(tmp, name=name, study=study)
     return layout
@@ -291,8 +311,7 @@ def _write_plate(
     root: zarr.Group,
     plate: omexml.Plate,
     series_array: Any,
-    metas: list[omexml.ImageMeta],
-    display: Any,
+    infos: list[ImageInfo],
     *,
     name: str,
     opts: StoreOptions,
@@ -309,11 +328,7 @@ def _write_plate(
         well_group = row_group.create_group(cols[well.column])
         images = []
         for field, s in enumerate(well.series):
-            field_group = well_group.create_group(str(field))
-            label = metas[s].name or f"{name} {well_path} field {field}"
-            write_image(
-                field_group, series_array(s), metas[s], name=label, channels=display(s), opts=opts
-            )
+            write_image(well_group.create_group(str(field)), series_array(s), infos[s], opts=opts)
             images.append({"path": str(field)})
             paths[s] = f"{well_path}/{field}"
         well_attrs: dict[str, Any] = {"images": images}
