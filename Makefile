@@ -46,11 +46,13 @@ lint: setup ## ruff, mypy, snakefmt and snakemake --lint
 	  || { echo "$$out"; exit 1; }; \
 	  if grep -q "^Lints for" <<<"$$out"; then echo "$$out"; exit 1; fi; echo "snakemake --lint: clean"
 
-test-deps: ## Debian packages the tests drive for real (headless Chromium)
-	@command -v chromium >/dev/null || { \
+test-deps: ## Debian packages the tests drive for real (headless Chromium, SLURM, munge)
+	@missing=""; for c in chromium:chromium slurmctld:slurm-wlm munged:munge; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "the tests need chromium: apt-get install chromium" >&2; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "the tests need:$$missing (apt-get install$$missing)" >&2; exit 1; fi; fi
 
 test: setup test-deps lint ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ rule bia_file_list:
         f"{OUT}/bia-file-list.tsv",
     log:
         f"{OUT}/logs/bia_file_list.log",
+    localrule: True
     conda:
         "../../envs/bioingest.yaml"
     params:
@@ -67,6 +68,7 @@ rule provenance:
         f"{OUT}/ro-crate-metadata.json",
     log:
         f"{OUT}/logs/provenance.log",
+    localrule: True
     conda:
         "../../envs/bioingest.yaml"
     params:

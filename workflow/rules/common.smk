@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 from bioingest.errors import IngestError
 from bioingest.inventory import from_config, input_root
+from bioingest.resources import convert_estimate, image_estimate, pixel_bytes
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -47,6 +48,46 @@ def dataset_files(wildcards):
     """The main file a reader opens, and its companions (tracked, never passed on)."""
     d = DATASETS[wildcards.dataset]
     return {"source": str(d.main), "companions": [str(f) for f in d.files[1:]]}
+
+
+def _convert_estimate(wildcards, attempt):
+    d = DATASETS[wildcards.dataset]
+    return convert_estimate(
+        source_bytes=sum(f.stat().st_size for f in d.files),
+        java_heap_mb=config["java_heap_mb"],
+        tile_size=config["tile_size"],
+        attempt=attempt,
+    )
+
+
+def convert_mem_mb(wildcards, attempt):
+    """Memory of a convert job: Java heap, Python and tiles (resources.py)."""
+    return _convert_estimate(wildcards, attempt).mem_mb
+
+
+def convert_runtime(wildcards, attempt):
+    """Minutes for a convert job, from the size of the source files."""
+    return _convert_estimate(wildcards, attempt).runtime_min
+
+
+def _image_estimate(input, attempt):
+    return image_estimate(
+        pixel_bytes=pixel_bytes(Path(input.source_json)),
+        chunk_size=config["chunk_size"],
+        shard_chunks=config["shard_chunks"],
+        tile_size=config["tile_size"],
+        attempt=attempt,
+    )
+
+
+def image_mem_mb(wildcards, input, attempt):
+    """Memory of a job streaming the converted pixels (pyramid, metadata, qc)."""
+    return _image_estimate(input, attempt).mem_mb
+
+
+def image_runtime(wildcards, input, attempt):
+    """Minutes for such a job, from the pixel bytes convert reported."""
+    return _image_estimate(input, attempt).runtime_min
 
 
 def pyramid_method(wildcards):

@@ -12,6 +12,8 @@ rule convert:
         "../../envs/bioingest.yaml"
     resources:
         java_heap_mb=config["java_heap_mb"],
+        mem_mb=convert_mem_mb,
+        runtime=convert_runtime,
     params:
         reader=config["reader"],
         tile_size=config["tile_size"],

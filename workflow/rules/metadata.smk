@@ -10,6 +10,9 @@ rule metadata:
         f"{OUT}/logs/{{dataset}}/metadata.log",
     conda:
         "../../envs/bioingest.yaml"
+    resources:
+        mem_mb=image_mem_mb,
+        runtime=image_runtime,
     params:
         study=study_option,
     message:
@@ -30,6 +33,7 @@ rule metadata_tables:
         channels_parquet=f"{OUT}/summary/channels.parquet",
     log:
         f"{OUT}/logs/metadata_tables.log",
+    localrule: True
     conda:
         "../../envs/bioingest.yaml"
     params:

@@ -2,6 +2,7 @@ rule pyramid:
     input:
         zarr=f"{OUT}/intermediate/{{dataset}}.zarr",
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
+        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
         study=study_file,
     output:
         directory(f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr"),
@@ -9,6 +10,9 @@ rule pyramid:
         f"{OUT}/logs/{{dataset}}/pyramid.log",
     conda:
         "../../envs/bioingest.yaml"
+    resources:
+        mem_mb=image_mem_mb,
+        runtime=image_runtime,
     params:
         ngff_version=str(config["ngff_version"]),
         chunk_size=config["chunk_size"],

@@ -2,6 +2,7 @@ rule qc:
     input:
         intermediate=f"{OUT}/intermediate/{{dataset}}.zarr",
         metadata=f"{OUT}/{{dataset}}/metadata.json",
+        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
         store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
     output:
         qc=f"{OUT}/{{dataset}}/qc.json",
@@ -16,6 +17,9 @@ rule qc:
         f"{OUT}/logs/{{dataset}}/qc.log",
     conda:
         "../../envs/bioingest.yaml"
+    resources:
+        mem_mb=image_mem_mb,
+        runtime=image_runtime,
     params:
         options=qc_options,
     message:
@@ -37,6 +41,7 @@ rule qc_table:
         ),
     log:
         f"{OUT}/logs/qc_table.log",
+    localrule: True
     conda:
         "../../envs/bioingest.yaml"
     params:

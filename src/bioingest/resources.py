@@ -1,0 +1,110 @@
+"""Memory and run-time requests of the workflow's jobs (what a cluster scheduler is told).
+
+Memory does not grow with the image: it is set by the Java heap, the tile size and the
+shard size (see ``tests/test_memory.py``). Run time does grow with the image, so it is
+estimated from the bytes to read: the source files for ``convert`` (known after
+inventory), the uncompressed pixels for the later stages (known after ``convert``, from
+``{dataset}.source.json``). Every retry of a job doubles its run time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MIB = 1024 * 1024
+# Memory a Python process with numpy, zarr and the codecs needs before any pixel.
+BASE_MB = 512
+# Bytes per sample of the widest pixel type (float64): the estimate holds for any image.
+WORST_PIXEL_BYTES = 8
+# Slowest read rates seen on the real samples, MiB/s: compressed proprietary sources
+# (JPEG whole-slide images through Bio-Formats) and re-encoding zarr pixels.
+SOURCE_MIB_PER_S = 5.0
+PIXELS_MIB_PER_S = 20.0
+# Fixed cost of a job: Python and JVM start, opening the source, scheduler slack.
+START_MIN = 10
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one job asks the scheduler for."""
+
+    mem_mb: int
+    runtime_min: int
+
+
+def _runtime(nbytes: int, rate_mib_s: float, attempt: int) -> int:
+    minutes = START_MIN + math.ceil(nbytes / MIB / rate_mib_s / 60)
+    return minutes << (max(attempt, 1) - 1)
+
+
+def convert_estimate(
+    *, source_bytes: int, java_heap_mb: int, tile_size: int, attempt: int = 1
+) -> Estimate:
+    """Request of a ``convert`` job.
+
+    Parameters
+    ----------
+    source_bytes
+        Size of the dataset's files on disk, companions included.
+    java_heap_mb
+        Maximum Java heap of the job (``java_heap_mb`` in the config).
+    tile_size
+        Edge of the tiles read from the source, pixels.
+    attempt
+        Snakemake's attempt number; each retry doubles the run time.
+
+    Returns
+    -------
+    Estimate
+        ``mem_mb``: heap, Python and a few tiles in flight; ``runtime_min``: from the bytes.
+    """
+    tiles_mb = math.ceil(4 * tile_size * tile_size * WORST_PIXEL_BYTES / MIB)
+    return Estimate(
+        mem_mb=java_heap_mb + BASE_MB + tiles_mb,
+        runtime_min=_runtime(source_bytes, SOURCE_MIB_PER_S, attempt),
+    )
+
+
+def image_estimate(
+    *, pixel_bytes: int, chunk_size: int, shard_chunks: int, tile_size: int, attempt: int = 1
+) -> Estimate:
+    """Request of a job that streams the converted pixels (pyramid, metadata, qc).
+
+    Parameters
+    ----------
+    pixel_bytes
+        Uncompressed size of all series of the dataset.
+    chunk_size, shard_chunks
+        Chunk edge and chunks per shard edge of the final store.
+    tile_size
+        Edge of the tiles the QC reads.
+    attempt
+        Snakemake's attempt number; each retry doubles the run time.
+
+    Returns
+    -------
+    Estimate
+        ``mem_mb``: Python plus a few shards (or tiles) in flight; ``runtime_min``.
+    """
+    edge = max(chunk_size * max(shard_chunks, 1), tile_size)
+    buffers_mb = math.ceil(6 * edge * edge * WORST_PIXEL_BYTES / MIB)
+    return Estimate(
+        mem_mb=BASE_MB + buffers_mb,
+        runtime_min=_runtime(pixel_bytes, PIXELS_MIB_PER_S, attempt),
+    )
+
+
+def pixel_bytes(source_json: Path) -> int:
+    """Uncompressed bytes of every series listed in ``{dataset}.source.json``.
+
+    Raises ``FileNotFoundError`` until ``convert`` wrote the file, which Snakemake takes
+    as "not known yet" and asks again when the job is ready to run.
+    """
+    with open(source_json, encoding="utf-8") as fh:
+        series = json.load(fh)["series"]
+    return sum(math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize for s in series)
