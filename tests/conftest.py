@@ -41,8 +41,10 @@ def run_workflow(
     extra: Sequence[str] = (),
     check: bool = True,
     timeout: float = 1800,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real workflow with ``snakemake`` in ``workdir``; return the finished process."""
+    """Run the real workflow with ``snakemake`` in ``workdir`` (``env`` added to this
+    process's environment); return the finished process."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(BIN / "snakemake"),
@@ -56,9 +58,13 @@ def run_workflow(
         *[f"{k}={v}" for k, v in config.items()],
         *extra,
     ]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    full_env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     proc = subprocess.run(
-        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -15,9 +15,9 @@ def test_convert_memory_is_set_by_config_not_by_image() -> None:
     assert small.runtime_min == 11
     # 50 GiB at 5 MiB/s is 171 minutes, plus the fixed 10.
     assert huge.runtime_min == 181
-    assert convert_estimate(
-        source_bytes=50 * 2**30, java_heap_mb=2048, tile_size=1024
-    ).mem_mb == (2048 + 512 + 32)
+    assert convert_estimate(source_bytes=50 * 2**30, java_heap_mb=2048, tile_size=1024).mem_mb == (
+        2048 + 512 + 32
+    )
 
 
 def test_retries_double_the_runtime() -> None:

@@ -31,6 +31,8 @@ NOT_LISTED = frozenset(
 )
 #: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
 SNAKEMAKE_MARK = ".snakemake_timestamp"
+#: Work folder of convert (temporary unless keep_intermediate): not a deliverable.
+WORK_DIR = "intermediate"
 _READ = 4 * 1024 * 1024
 
 
@@ -112,6 +114,8 @@ def output_files(out_dir: Path) -> list[str]:
     rels = []
     for dirpath, dirnames, filenames in os.walk(out_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.endswith(".partial"))
+        if Path(dirpath) == out_dir and WORK_DIR in dirnames:
+            dirnames.remove(WORK_DIR)
         for name in filenames:
             rel = Path(os.path.relpath(Path(dirpath) / name, out_dir)).as_posix()
             if rel not in NOT_LISTED and not name.endswith(".partial") and name != SNAKEMAKE_MARK:

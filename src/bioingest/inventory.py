@@ -116,6 +116,14 @@ class Dataset:
     main: Path
     files: tuple[Path, ...]
     pyramid_method: str = ""
+    #: Size of all files on disk (what the cluster requests of ``convert`` scale with).
+    nbytes: int = 0
+    #: URL scheme of remote files (``s3``); their paths are then ``bucket/key``.
+    scheme: str = ""
+
+    def location(self, path: Path) -> str:
+        """A local path as text, or the URL of a remote file."""
+        return f"{self.scheme}://{path.as_posix()}" if self.scheme else str(path)
 
     def as_row(self) -> dict[str, str]:
         """Tab-separated-friendly form."""
@@ -205,25 +213,75 @@ def _unique_names(items: list[tuple[str, Path, Path]]) -> list[str]:
     return names
 
 
+def _datasets(
+    files: list[Path], root: Path, sizes: dict[Path, int], *, scheme: str = ""
+) -> list[Dataset]:
+    groups = _group(files)
+    names = _unique_names([(base, main, main.relative_to(root)) for main, _, base in groups])
+    datasets = [
+        Dataset(
+            name=n,
+            main=main,
+            files=members,
+            nbytes=sum(sizes[f] for f in members),
+            scheme=scheme,
+        )
+        for n, (main, members, _) in zip(names, groups, strict=True)
+    ]
+    return sorted(datasets, key=lambda d: d.name)
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return bool(suffix(path)) and not any(
+        part.startswith(".") for part in path.relative_to(root).parts
+    )
+
+
 def discover(input_dir: Path) -> list[Dataset]:
     """Every dataset below ``input_dir`` (recursive; hidden files and folders skipped)."""
     root = Path(os.path.normpath(input_dir.absolute()))
     if not root.is_dir():
         raise IngestError(input_dir, "input_dir is not a folder")
-    files = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and suffix(p)
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    groups = _group(files)
-    names = _unique_names([(base, main, main.relative_to(root)) for main, _, base in groups])
-    datasets = [
-        Dataset(name=n, main=main, files=members)
-        for n, (main, members, _) in zip(names, groups, strict=True)
-    ]
-    return sorted(datasets, key=lambda d: d.name)
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and _visible(p, root)]
+    return _datasets(files, root, {f: f.stat().st_size for f in files})
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec options for ``url``: for S3, the endpoint and keys the Snakemake S3 storage
+    plugin reads (``SNAKEMAKE_STORAGE_S3_*``), else the standard AWS configuration."""
+    if not url.startswith("s3://"):
+        return {}
+    env = {
+        "endpoint_url": "SNAKEMAKE_STORAGE_S3_ENDPOINT_URL",
+        "key": "SNAKEMAKE_STORAGE_S3_ACCESS_KEY",
+        "secret": "SNAKEMAKE_STORAGE_S3_SECRET_KEY",
+        "token": "SNAKEMAKE_STORAGE_S3_TOKEN",
+    }
+    options: dict[str, Any] = {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
+    if "endpoint_url" in options:
+        options = {"client_kwargs": {"endpoint_url": options.pop("endpoint_url")}, **options}
+    return options
+
+
+def discover_remote(url: str) -> list[Dataset]:
+    """Every dataset below a remote folder such as ``s3://bucket/raw`` (listed with fsspec)."""
+    try:
+        import fsspec
+    except ImportError:
+        raise IngestError(url, "remote inputs need bioingest[cloud] (fsspec, s3fs)") from None
+
+    scheme = url.split("://", 1)[0]
+    try:
+        fs, key = fsspec.core.url_to_fs(url, **storage_options(url))
+        listing = fs.find(key, detail=True)
+    except (OSError, ValueError) as exc:
+        raise IngestError(url, f"cannot list input_dir: {exc}") from None
+    root = Path(key.rstrip("/"))
+    sizes = {Path(k): int(v["size"]) for k, v in listing.items() if v.get("type") == "file"}
+    files = [p for p in sorted(sizes) if _visible(p, root)]
+    if not files:
+        raise IngestError(url, "input_dir has no files with an image extension")
+    return _datasets(files, root, sizes, scheme=scheme)
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -270,17 +328,24 @@ def read_sheet(sheet: Path) -> list[Dataset]:
         files = (main, *[f for f in files if f != main])
         datasets.append(
             Dataset(
-                name=name, main=main, files=files, pyramid_method=clean.get("pyramid_method", "")
+                name=name,
+                main=main,
+                files=files,
+                pyramid_method=clean.get("pyramid_method", ""),
+                nbytes=sum(f.stat().st_size for f in files),
             )
         )
     return datasets
 
 
 def input_root(config: dict[str, Any], *, base: Path | None = None) -> Path:
-    """The folder source paths are recorded relative to: input_dir, or the sheet's folder."""
+    """The folder source paths are recorded relative to: input_dir, or the sheet's folder.
+    For a remote input_dir, its ``bucket/key`` path."""
     here = base or Path.cwd()
     if config.get("samples"):
         return Path(os.path.normpath((here / config["samples"]).absolute())).parent
+    if "://" in config["input_dir"]:
+        return Path(config["input_dir"].split("://", 1)[1].rstrip("/"))
     return Path(os.path.normpath((here / config["input_dir"]).absolute()))
 
 
@@ -289,6 +354,8 @@ def from_config(config: dict[str, Any], *, base: Path | None = None) -> list[Dat
     here = base or Path.cwd()
     if config.get("samples"):
         return read_sheet(here / config["samples"])
+    if "://" in config.get("input_dir", ""):
+        return discover_remote(config["input_dir"])
     if config.get("input_dir"):
         return discover(here / config["input_dir"])
     raise IngestError("config", "set either 'input_dir' or 'samples'")

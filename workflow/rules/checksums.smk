@@ -8,7 +8,7 @@ rule source_fixity:
     conda:
         "../../envs/bioingest.yaml"
     params:
-        root=INPUT_ROOT,
+        root=source_root,
     message:
         "fixity {wildcards.dataset}: SHA-256 of the source files before anything reads them"
     shell:
@@ -51,7 +51,7 @@ rule manifest:
     threads: 2
     params:
         out_dir=output_folder,
-        root=INPUT_ROOT,
+        root=sources_root,
     message:
         "manifest: re-check the sources, then SHA-256 of every output file"
     shell:
@@ -62,6 +62,7 @@ rule manifest:
 rule provenance:
     input:
         manifest=f"{OUT}/manifest-sha256.txt",
+        fixity=source_fixities,
         sources=all_sources,
         study=study_file,
     output:

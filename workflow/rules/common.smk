@@ -32,7 +32,7 @@ except IngestError as exc:
     raise WorkflowError(str(exc)) from None
 
 OUT = config["output_dir"].rstrip("/")
-INPUT_ROOT = str(input_root(config))
+INPUT_ROOT = input_root(config)
 
 
 wildcard_constraints:
@@ -44,16 +44,44 @@ def intermediate(path):
     return directory(path) if config["keep_intermediate"] else temp(directory(path))
 
 
+def _source(d, path):
+    """A source file as an input: a local path, or a storage object for a URL."""
+    return storage(d.location(path)) if d.scheme else d.location(path)
+
+
 def dataset_files(wildcards):
     """The main file a reader opens, and its companions (tracked, never passed on)."""
     d = DATASETS[wildcards.dataset]
-    return {"source": str(d.main), "companions": [str(f) for f in d.files[1:]]}
+    return {
+        "source": _source(d, d.main),
+        "companions": [_source(d, f) for f in d.files[1:]],
+    }
+
+
+def _local_root(d, path, local):
+    """The input folder as a job sees it: remote sources are local copies in Snakemake's
+    storage folder, at the same path below it as below the bucket."""
+    if not d.scheme:
+        return str(INPUT_ROOT)
+    return str(Path(local).parents[len(path.relative_to(INPUT_ROOT).parts) - 1])
+
+
+def source_root(wildcards, input):
+    """Folder the dataset's source paths are recorded relative to."""
+    d = DATASETS[wildcards.dataset]
+    return _local_root(d, d.main, input.source)
+
+
+def sources_root(wildcards, input):
+    """Folder every source path is recorded relative to (input.sources follows all_sources)."""
+    d = DATASETS[min(DATASETS)]
+    return _local_root(d, sorted(d.files)[0], input.sources[0])
 
 
 def _convert_estimate(wildcards, attempt):
     d = DATASETS[wildcards.dataset]
     return convert_estimate(
-        source_bytes=sum(f.stat().st_size for f in d.files),
+        source_bytes=d.nbytes,
         java_heap_mb=config["java_heap_mb"],
         tile_size=config["tile_size"],
         attempt=attempt,
@@ -152,7 +180,7 @@ def qc_reports(wildcards):
 
 def all_sources(wildcards):
     """Every source file of every dataset, companions included."""
-    return sorted(str(f) for d in DATASETS.values() for f in d.files)
+    return [_source(d, f) for _, d in sorted(DATASETS.items()) for f in sorted(d.files)]
 
 
 def source_fixities(wildcards):
