@@ -59,6 +59,7 @@ test: setup test-deps lint ## lint, then the whole test suite
 
 bench: setup ## speed and memory against baselines (benchmarks/)
 	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_many_files.py --files 40
 
 clean: ## remove results and Snakemake state
 	rm -rf results .snakemake

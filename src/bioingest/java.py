@@ -8,6 +8,7 @@ wheel (Bio-Formats 7.3.1). A Maven coordinate is used only when asked for.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -100,6 +101,8 @@ def start_jvm(
     debug_tools = scyjava.jimport("loci.common.DebugTools")
     debug_tools.setRootLevel("ERROR")
     _started = True
+    # One line per JVM in the job logs: benchmarks/bench_many_files.py counts them.
+    logging.getLogger("bioingest").info("JVM started (Bio-Formats %s)", bioformats_version())
 
 
 def jimport(name: str) -> Any:
