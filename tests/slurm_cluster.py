@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,10 +64,10 @@ def slurm_conf(state: Path) -> str:
     )
 
 
-def _wait(condition: object, what: str, timeout: float = 60) -> None:
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return
         time.sleep(0.5)
     raise AssertionError(f"SLURM test cluster: {what} did not happen within {timeout:.0f} s")
@@ -85,6 +85,14 @@ def _pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _started(pid_file: Path, what: str) -> int:
+    """Wait for a daemon's PID file; return the PID."""
+    _wait(lambda: _pid(pid_file) is not None, f"{what} start")
+    pid = _pid(pid_file)
+    assert pid is not None and pid > 0
+    return pid
 
 
 @contextmanager
@@ -112,14 +120,11 @@ def slurm_cluster(state: Path) -> Iterator[Path]:
             ["runuser", "-u", "munge", "--", "munged", "--pid-file", str(munge_pid)],
             check=True,
         )
-        _wait(lambda: _pid(munge_pid) is not None, "munged start")
-        pids.append(_pid(munge_pid) or 0)
+        pids.append(_started(munge_pid, "munged"))
         subprocess.run(["slurmctld", "-i"], check=True)
-        _wait(lambda: _pid(state / "slurmctld.pid") is not None, "slurmctld start")
-        pids.append(_pid(state / "slurmctld.pid") or 0)
+        pids.append(_started(state / "slurmctld.pid", "slurmctld"))
         subprocess.run(["slurmd"], check=True)
-        _wait(lambda: _pid(state / "slurmd.pid") is not None, "slurmd start")
-        pids.append(_pid(state / "slurmd.pid") or 0)
+        pids.append(_started(state / "slurmd.pid", "slurmd"))
         _wait(_node_idle, "node idle")
         yield state
     finally:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,7 +52,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def s3fs_of(endpoint: str):  # type: ignore[no-untyped-def]
+def s3fs_of(endpoint: str) -> Any:
+    """An s3fs file system on the test server."""
     import s3fs
 
     return s3fs.S3FileSystem(**KEYS, client_kwargs={"endpoint_url": endpoint})
