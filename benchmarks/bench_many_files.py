@@ -2,9 +2,11 @@
 
 The baseline converts the same files in one Python process with one JVM (``convert`` called
 in a loop): the least any tool must spend per file. The workflow runs every file through
-its own jobs (fixity, convert, pyramid, metadata, qc), so each Bio-Formats file costs one
-process and one JVM start; the ratio shows what that costs. JVM starts are counted from
-the ``JVM started`` lines of the job logs.
+its own jobs (fixity, convert, pyramid, metadata, qc), so each file costs five processes;
+Bio-Formats files are read through one JVM per machine (``jvm_server: true``, the default)
+or one JVM per job (``jvm_server=False``). JVM starts are counted from the job logs: the
+``JVM started`` lines of jobs with their own JVM, and the ``started a Bio-Formats server``
+lines of jobs that had to start the machine's server.
 
 Usage: ``python benchmarks/bench_many_files.py [--files 100] [--cores 2]``.
 """
@@ -12,6 +14,7 @@ Usage: ``python benchmarks/bench_many_files.py [--files 100] [--cores 2]``.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,8 +55,11 @@ def baseline(paths: list[Path], work: Path) -> float:
     return time.perf_counter() - start
 
 
-def workflow(inputs: Path, out: Path, cores: int) -> tuple[float, int]:
+def workflow(inputs: Path, out: Path, cores: int, jvm_server: bool) -> tuple[float, int]:
     """Seconds for the whole workflow, and the JVMs its jobs started."""
+    # A folder of its own for the server socket: no server of an earlier run is reused.
+    runtime = out.parent / f"run-{jvm_server}"
+    runtime.mkdir(mode=0o700)
     start = time.perf_counter()
     subprocess.run(
         [
@@ -65,16 +71,17 @@ def workflow(inputs: Path, out: Path, cores: int) -> tuple[float, int]:
             "--config",
             f"input_dir={inputs}",
             f"output_dir={out}",
+            f"jvm_server={jvm_server}",
         ],
         cwd=out.parent,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     seconds = time.perf_counter() - start
-    jvms = sum(
-        log.read_text(encoding="utf-8").count("JVM started") for log in out.glob("logs/*/*.log")
-    )
+    logs = [log.read_text(encoding="utf-8") for log in out.glob("logs/*/*.log")]
+    jvms = sum(t.count("JVM started") + t.count("started a Bio-Formats server") for t in logs)
     return seconds, jvms
 
 
@@ -88,21 +95,26 @@ def main() -> None:
         "ratio = workflow / baseline (one process, one JVM, convert only)\n"
     )
     print(
-        "| input | baseline s/file | workflow s/file | ratio | JVM starts (workflow) "
-        "| JVM starts (baseline) |"
+        "| input | jvm_server | baseline s/file | workflow s/file | ratio "
+        "| JVM starts (workflow) | JVM starts (baseline) |"
     )
-    print("|---|---|---|---|---|---|")
-    for kind, label in (("fake", "Bio-Formats .fake"), ("tiff", "OME-TIFF (tifffile)")):
+    print("|---|---|---|---|---|---|---|")
+    runs = (
+        ("fake", "Bio-Formats .fake", False),
+        ("fake", "Bio-Formats .fake", True),
+        ("tiff", "OME-TIFF (tifffile)", True),
+    )
+    for kind, label, jvm_server in runs:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             paths = make_inputs(work / "in", args.files, kind)
             (work / "base").mkdir()
             base = baseline(paths, work / "base") / args.files
-            seconds, jvms = workflow(work / "in", work / "out", args.cores)
+            seconds, jvms = workflow(work / "in", work / "out", args.cores, jvm_server)
             per_file = seconds / args.files
             print(
-                f"| {label} | {base:.3f} | {per_file:.3f} | {per_file / base:.1f} | {jvms} "
-                f"| {1 if kind == 'fake' else 0} |"
+                f"| {label} | {jvm_server} | {base:.3f} | {per_file:.3f} | "
+                f"{per_file / base:.1f} | {jvms} | {1 if kind == 'fake' else 0} |"
             )
 
 

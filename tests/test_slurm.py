@@ -86,3 +86,28 @@ def test_slurm_profile_reports_a_failed_job(cluster: Path, real_dir: Path, tmp_p
     assert not (out / "broken" / "broken.ome.zarr").exists()
     # keep-going: the good dataset is finished all the same.
     assert (out / "tiff" / "qc.json").is_file()
+
+
+def test_slurm_splits_a_multi_series_file(cluster: Path, real_dir: Path, tmp_path: Path) -> None:
+    mosaic = real_dir / "czi" / "S3_1Pos_2Mosaic_T2Z3_CH2_sm.czi"  # 3 series
+    sheet = write_sheet(tmp_path / "samples.tsv", {"mosaic": mosaic})
+    local = tmp_path / "local"
+    run_workflow(tmp_path / "work-local", {"samples": sheet, "output_dir": local})
+
+    out = tmp_path / "slurm"
+    config = {"samples": sheet, "output_dir": out, "split_series_above_mb": 0}
+    proc = run_workflow(tmp_path / "work-slurm", config, extra=PROFILE)
+    text = proc.stdout + proc.stderr
+    ids = slurm_job_ids(text)
+    assert all(job_state(i) == "COMPLETED" for i in ids)
+    # Each series is converted by a SLURM job of its own. The ingest group falls apart
+    # around the split steps: fixity, then pyramid+metadata+qc, each one job.
+    part_logs = (tmp_path / "work-slurm" / ".snakemake" / "slurm_logs").glob(
+        "rule_convert_part/*/*.log"
+    )
+    assert sorted(log.parent.name for log in part_logs) == ["mosaic_0", "mosaic_1", "mosaic_2"]
+    assert len(ids) == 1 + 1 + 3 + 1 + 1 + 2, text[-3000:]
+    lines = [(folder / "manifest-sha256.txt").read_text().splitlines() for folder in (local, out)]
+    assert [x for x in lines[1] if "  logs/" not in x] == [
+        x for x in lines[0] if "  logs/" not in x
+    ]

@@ -38,20 +38,52 @@ def _positive(text: str) -> int:
     return value
 
 
+def _series_range(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start), int(stop)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP, got {text!r}") from None
+
+
 def _cmd_convert(args: argparse.Namespace) -> None:
     from bioingest.convert import convert
 
+    if args.zarr is None and args.ome_xml is None and args.source_json is None:
+        raise SystemExit("bioingest convert: give --zarr, --ome-xml or --source-json")
     convert(
         args.source,
         zarr_path=args.zarr,
         ome_xml_path=args.ome_xml,
         source_json_path=args.source_json,
+        series=args.series,
         reader=args.reader,
         tile_size=args.tile_size,
         jar=args.jar or None,
         maven=args.maven or None,
         heap_mb=args.java_heap_mb,
+        jvm_server=args.jvm_server,
     )
+
+
+def _cmd_jvm_server(args: argparse.Namespace) -> None:
+    from bioingest.readers.remote import serve
+
+    serve(
+        args.socket,
+        jar=args.jar or None,
+        maven=args.maven or None,
+        heap_mb=args.java_heap_mb,
+        idle_timeout_s=args.idle_timeout,
+    )
+
+
+def _cmd_assemble(args: argparse.Namespace) -> None:
+    from bioingest.convert import assemble
+
+    assemble(args.parts, source_json_path=args.source_json, zarr_path=args.zarr)
 
 
 def _cmd_pyramid(args: argparse.Namespace) -> None:
@@ -280,10 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Zarr v3 store, tile by tile, and save the reader's complete OME-XML.",
     )
     p.add_argument("source", type=Path, help="main file of the dataset")
-    p.add_argument("--zarr", type=Path, required=True, help="intermediate store to write")
-    p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML file to write")
+    p.add_argument("--zarr", type=Path, help="intermediate store to write")
+    p.add_argument("--ome-xml", type=Path, help="OME-XML file to write")
     p.add_argument(
         "--source-json", type=Path, help="also write the reader, format and files used as JSON"
+    )
+    p.add_argument(
+        "--series",
+        type=_series_range,
+        metavar="START:STOP",
+        help="convert only series START to STOP-1 (one part of a split conversion; "
+        "join the parts with 'bioingest assemble')",
     )
     p.add_argument(
         "--reader",
@@ -305,8 +344,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="maximum Java heap in MiB (default: 1024)",
     )
+    p.add_argument(
+        "--jvm-server",
+        action="store_true",
+        help="read Bio-Formats files through this machine's Bio-Formats server, started on "
+        "first use and stopped when idle: one JVM for many jobs",
+    )
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "jvm-server",
+        help="serve Bio-Formats reads to 'convert --jvm-server' jobs (started by them)",
+        description="Start one JVM with Bio-Formats and answer the conversion jobs of this "
+        "machine on a Unix socket until no job has connected for --idle-timeout seconds. "
+        "'bioingest convert --jvm-server' starts it when needed.",
+    )
+    p.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
+    p.add_argument("--jar", default="", help="bioformats_package.jar to use")
+    p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
+    p.add_argument(
+        "--java-heap-mb",
+        type=_positive,
+        default=1024,
+        help="maximum Java heap in MiB (default: 1024)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="exit after this many seconds without a client (default: 60)",
+    )
+    p.set_defaults(func=_cmd_jvm_server)
+
+    p = sub.add_parser(
+        "assemble",
+        help="join the parts of a conversion split by series into one intermediate store",
+        description="Move the series of PART stores (each written by 'bioingest convert "
+        "--series') into one intermediate store, checking that every series described in "
+        "--source-json is there exactly once.",
+    )
+    p.add_argument("parts", type=Path, nargs="+", metavar="PART", help="part store")
+    p.add_argument("--source-json", type=Path, required=True, help="description written by convert")
+    p.add_argument("--zarr", type=Path, required=True, help="intermediate store to write")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_assemble)
 
     p = sub.add_parser(
         "metadata",

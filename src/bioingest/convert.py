@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from bioingest import __version__, atomic
+from bioingest.errors import IngestError
 from bioingest.progress import Progress
 from bioingest.readers import ReaderChoice, SeriesInfo, SourceReader, open_source
 
@@ -58,14 +60,16 @@ def _copy_series(reader: SourceReader, info: SeriesInfo, root: zarr.Group, tile:
 def convert(
     source: Path,
     *,
-    zarr_path: Path,
-    ome_xml_path: Path,
+    zarr_path: Path | None = None,
+    ome_xml_path: Path | None = None,
     source_json_path: Path | None = None,
+    series: tuple[int, int] | None = None,
     reader: ReaderChoice = "auto",
     tile_size: int = 1024,
     jar: str | None = None,
     maven: str | None = None,
     heap_mb: int = 1024,
+    jvm_server: bool = False,
 ) -> dict[str, Any]:
     """Convert ``source`` losslessly into an intermediate Zarr plus its OME-XML.
 
@@ -74,24 +78,32 @@ def convert(
     source
         The dataset's main file; companions are found by the reader.
     zarr_path
-        Intermediate Zarr v3 store to create (one TCZYX array per series).
+        Intermediate Zarr v3 store to create (one TCZYX array per series); None only
+        describes the source (OME-XML and JSON), as the first step of a split conversion.
     ome_xml_path
         Where to keep the reader's complete OME-XML.
     source_json_path
         Where to keep the description (reader, format, files used, series shapes) as JSON.
+    series
+        ``(start, stop)``: convert only these series (a part of a split conversion, to be
+        joined by :func:`assemble`); None converts them all.
     reader
         ``auto``, ``bioformats`` or ``tifffile``.
     tile_size
         Edge of the tiles read and written; with the pixel type it bounds memory use.
     jar, maven, heap_mb
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
+    jvm_server
+        Read through the machine's Bio-Formats server; see :func:`open_source`.
 
     Returns
     -------
     dict
         The description stored in the intermediate store's attributes.
     """
-    with open_source(source, reader=reader, jar=jar, maven=maven, heap_mb=heap_mb) as src:
+    with open_source(
+        source, reader=reader, jar=jar, maven=maven, heap_mb=heap_mb, jvm_server=jvm_server
+    ) as src:
         log.info(
             "convert %s: %s via %s, %d series",
             source.name,
@@ -110,12 +122,75 @@ def convert(
                 for s in src.series
             ],
         }
-        with atomic.atomic_dir(zarr_path) as tmp:
-            root = zarr.open_group(tmp, mode="w", zarr_format=3)
-            for info in src.series:
-                _copy_series(src, info, root, tile_size)
-            root.attrs[ATTR] = description
-        atomic.write_text(ome_xml_path, src.ome_xml)
+        selected = src.series
+        if series is not None:
+            start, stop = series
+            if not 0 <= start < stop <= len(src.series):
+                raise IngestError(
+                    source, f"series {start}:{stop} out of range (it has {len(src.series)})"
+                )
+            selected = src.series[start:stop]
+        if zarr_path is not None:
+            with atomic.atomic_dir(zarr_path) as tmp:
+                root = zarr.open_group(tmp, mode="w", zarr_format=3)
+                for info in selected:
+                    _copy_series(src, info, root, tile_size)
+                root.attrs[ATTR] = description
+        if ome_xml_path is not None:
+            atomic.write_text(ome_xml_path, src.ome_xml)
         if source_json_path is not None:
             atomic.write_text(source_json_path, json.dumps(description, indent=2) + "\n")
     return description
+
+
+def split(series_count: int, per_part: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each part when ``per_part`` series are converted per job."""
+    return [
+        (start, min(start + per_part, series_count)) for start in range(0, series_count, per_part)
+    ]
+
+
+def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> None:
+    """Join the part stores of a split conversion into one intermediate store.
+
+    Each part holds disjoint series, written by its own job. The parts are checked first
+    (same source, no series twice, none missing); then their arrays are moved, not
+    copied, into a new store that appears under ``zarr_path`` only when complete. A
+    failed move puts the arrays back, so the parts stay usable for a rerun.
+
+    Parameters
+    ----------
+    parts
+        Stores written by :func:`convert` with ``series`` set.
+    source_json_path
+        The description written when the source was described; the parts must match it.
+    zarr_path
+        The intermediate store to create, as :func:`convert` would have written it.
+    """
+    description = json.loads(source_json_path.read_text(encoding="utf-8"))
+    owner: dict[str, Path] = {}
+    for part in parts:
+        group = zarr.open_group(part, mode="r")
+        written = group.attrs.get(ATTR)
+        if not isinstance(written, dict) or written.get("series") != description["series"]:
+            raise IngestError(part, f"is not a part of the source {source_json_path} describes")
+        for name in sorted(group.array_keys(), key=int):
+            if name in owner:
+                raise IngestError(part, f"series {name} is also in {owner[name]}")
+            owner[name] = part
+    missing = [str(s["index"]) for s in description["series"] if str(s["index"]) not in owner]
+    if missing:
+        raise IngestError(zarr_path, f"no part holds series {', '.join(missing)}")
+    with atomic.atomic_dir(zarr_path) as tmp:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        moved: list[str] = []
+        try:
+            for name, part in owner.items():
+                os.replace(part / name, tmp / name)
+                moved.append(name)
+            root.attrs[ATTR] = description
+        except BaseException:
+            for name in moved:
+                os.replace(tmp / name, owner[name] / name)
+            raise
+    log.info("assemble %s: %d series from %d parts", zarr_path.name, len(owner), len(parts))

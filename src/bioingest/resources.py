@@ -99,12 +99,17 @@ def image_estimate(
     )
 
 
-def pixel_bytes(source_json: Path) -> int:
-    """Uncompressed bytes of every series listed in ``{dataset}.source.json``.
+def series_bytes(source_json: Path) -> list[int]:
+    """Uncompressed bytes of each series listed in ``{dataset}.source.json``.
 
     Raises ``FileNotFoundError`` until ``convert`` wrote the file, which Snakemake takes
     as "not known yet" and asks again when the job is ready to run.
     """
     with open(source_json, encoding="utf-8") as fh:
         series = json.load(fh)["series"]
-    return sum(math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize for s in series)
+    return [math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize for s in series]
+
+
+def pixel_bytes(source_json: Path) -> int:
+    """Uncompressed bytes of every series listed in ``{dataset}.source.json``."""
+    return sum(series_bytes(source_json))

@@ -1,5 +1,6 @@
 # Shared set-up: config and sample validation, the dataset table, output paths.
 import json
+import math
 import os
 import re
 import shlex
@@ -9,9 +10,15 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from bioingest.convert import split
 from bioingest.errors import IngestError
 from bioingest.inventory import from_config, input_root
-from bioingest.resources import convert_estimate, image_estimate, pixel_bytes
+from bioingest.resources import (
+    convert_estimate,
+    image_estimate,
+    pixel_bytes,
+    series_bytes,
+)
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -35,8 +42,23 @@ OUT = config["output_dir"].rstrip("/")
 INPUT_ROOT = input_root(config)
 
 
+def _names_pattern(names):
+    """A wildcard constraint matching exactly these dataset names."""
+    return "|".join(re.escape(name) for name in sorted(names)) or "^$"
+
+
+def _is_split(d):
+    limit = config["split_series_above_mb"]
+    return limit is not None and d.nbytes > limit * 1024 * 1024
+
+
 wildcard_constraints:
-    dataset="|".join(re.escape(name) for name in DATASETS) or "^$",
+    dataset=_names_pattern(DATASETS),
+
+
+# Datasets converted in one job, and those split across jobs by series (convert.smk).
+WHOLE = _names_pattern(n for n, d in DATASETS.items() if not _is_split(d))
+SPLIT = _names_pattern(n for n, d in DATASETS.items() if _is_split(d))
 
 
 def intermediate(path):
@@ -98,6 +120,44 @@ def convert_runtime(wildcards, attempt):
     return _convert_estimate(wildcards, attempt).runtime_min
 
 
+def _series_count(source_json):
+    with open(source_json, encoding="utf-8") as fh:
+        return len(json.load(fh)["series"])
+
+
+def series_parts(wildcards):
+    """Part stores of a split dataset: one per series_per_job series, once the source
+    is described (checkpoint describe_source)."""
+    described = checkpoints.describe_source.get(dataset=wildcards.dataset)
+    count = _series_count(described.output.source_json)
+    parts = range(math.ceil(count / config["series_per_job"]))
+    return [f"{OUT}/intermediate/{wildcards.dataset}.parts/{k}.zarr" for k in parts]
+
+
+def _part_range(wildcards, input):
+    count = _series_count(input.source_json)
+    return split(count, config["series_per_job"])[int(wildcards.part)]
+
+
+def part_series(wildcards, input):
+    """The --series START:STOP of one part."""
+    start, stop = _part_range(wildcards, input)
+    return f"{start}:{stop}"
+
+
+def part_runtime(wildcards, input, attempt):
+    """Minutes for a part job: its share of the source's bytes, by pixel bytes."""
+    start, stop = _part_range(wildcards, input)
+    d = DATASETS[wildcards.dataset]
+    shares = series_bytes(Path(input.source_json))
+    return convert_estimate(
+        source_bytes=d.nbytes * sum(shares[start:stop]) // max(sum(shares), 1),
+        java_heap_mb=config["java_heap_mb"],
+        tile_size=config["tile_size"],
+        attempt=attempt,
+    ).runtime_min
+
+
 def _image_estimate(input, attempt):
     return image_estimate(
         pixel_bytes=pixel_bytes(Path(input.source_json)),
@@ -116,6 +176,11 @@ def image_mem_mb(wildcards, input, attempt):
 def image_runtime(wildcards, input, attempt):
     """Minutes for such a job, from the pixel bytes convert reported."""
     return _image_estimate(input, attempt).runtime_min
+
+
+def jvm_server_option():
+    """--jvm-server when conversions share one Bio-Formats JVM per machine."""
+    return "--jvm-server" if config["jvm_server"] else ""
 
 
 def pyramid_method(wildcards):

@@ -39,6 +39,7 @@ def open_source(
     jar: str | None = None,
     maven: str | None = None,
     heap_mb: int = 1024,
+    jvm_server: bool = False,
 ) -> SourceReader:
     """Open ``path`` once with the chosen reader.
 
@@ -50,6 +51,9 @@ def open_source(
         ``auto`` uses tifffile for TIFF files it reads exactly, Bio-Formats otherwise.
     jar, maven, heap_mb
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
+    jvm_server
+        Read Bio-Formats files through this machine's Bio-Formats server (one JVM for
+        many jobs, :mod:`bioingest.readers.remote`) instead of a JVM in this process.
     """
     from bioingest.integrity import check_structure
     from bioingest.readers import tiff
@@ -58,6 +62,10 @@ def open_source(
     check_structure(path)
     if reader == "tifffile" or (reader == "auto" and tiff.accepts(path)):
         return tiff.TiffReader(path)
+    if jvm_server:
+        from bioingest.readers.remote import RemoteReader
+
+        return RemoteReader(path, jar=jar, maven=maven, heap_mb=heap_mb)
     from bioingest.readers.bioformats import BioFormatsReader
 
     return BioFormatsReader(path, jar=jar, maven=maven, heap_mb=heap_mb)
