@@ -287,6 +287,18 @@ def _cmd_inventory(args: argparse.Namespace) -> None:
         print(f"{d.name}\t{d.main}\t{len(d.files) - 1}")
 
 
+def _add_java_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose and size the Bio-Formats JVM."""
+    p.add_argument("--jar", default="", help="bioformats_package.jar to use")
+    p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
+    p.add_argument(
+        "--java-heap-mb",
+        type=_positive,
+        default=1024,
+        help="maximum Java heap in MiB (default: 1024)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bioingest`` argument parser with one sub-command per stage."""
     parser = argparse.ArgumentParser(
@@ -336,14 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="tile edge in pixels; bounds memory (default: 1024)",
     )
-    p.add_argument("--jar", default="", help="bioformats_package.jar to use")
-    p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
-    p.add_argument(
-        "--java-heap-mb",
-        type=_positive,
-        default=1024,
-        help="maximum Java heap in MiB (default: 1024)",
-    )
+    _add_java_options(p)
     p.add_argument(
         "--jvm-server",
         action="store_true",
@@ -361,14 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'bioingest convert --jvm-server' starts it when needed.",
     )
     p.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
-    p.add_argument("--jar", default="", help="bioformats_package.jar to use")
-    p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
-    p.add_argument(
-        "--java-heap-mb",
-        type=_positive,
-        default=1024,
-        help="maximum Java heap in MiB (default: 1024)",
-    )
+    _add_java_options(p)
     p.add_argument(
         "--idle-timeout",
         type=float,
