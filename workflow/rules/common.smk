@@ -1,6 +1,5 @@
 # Shared set-up: config and sample validation, the dataset table, output paths.
 import json
-import math
 import os
 import re
 import shlex
@@ -120,23 +119,23 @@ def convert_runtime(wildcards, attempt):
     return _convert_estimate(wildcards, attempt).runtime_min
 
 
-def _series_count(source_json):
-    with open(source_json, encoding="utf-8") as fh:
-        return len(json.load(fh)["series"])
-
-
 def series_parts(wildcards):
     """Part stores of a split dataset: one per series_per_job series, once the source
     is described (checkpoint describe_source)."""
     described = checkpoints.describe_source.get(dataset=wildcards.dataset)
-    count = _series_count(described.output.source_json)
-    parts = range(math.ceil(count / config["series_per_job"]))
-    return [f"{OUT}/intermediate/{wildcards.dataset}.parts/{k}.zarr" for k in parts]
+    parts = _parts(described.output.source_json)
+    return [
+        f"{OUT}/intermediate/{wildcards.dataset}.parts/{k}.zarr"
+        for k in range(len(parts))
+    ]
+
+
+def _parts(source_json):
+    return split(len(series_bytes(Path(source_json))), config["series_per_job"])
 
 
 def _part_range(wildcards, input):
-    count = _series_count(input.source_json)
-    return split(count, config["series_per_job"])[int(wildcards.part)]
+    return _parts(input.source_json)[int(wildcards.part)]
 
 
 def part_series(wildcards, input):

@@ -1,6 +1,6 @@
 """One JVM for many conversion jobs: a Bio-Formats server per machine, and its client reader.
 
-Starting the JVM costs about 1.5 s per job, more than converting a small file. With
+Starting the JVM costs about 1.4 s per job, more than converting a small file. With
 ``--jvm-server`` the ``convert`` verb reads through a long-lived server instead: the
 first job on a machine starts it, later jobs connect to it, and it exits after
 ``IDLE_TIMEOUT_S`` seconds without a client. Each job still opens its own source and
