@@ -11,6 +11,7 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inventory.smk"
 include: "workflow/rules/checksums.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/metadata.smk"
@@ -22,4 +23,9 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        final_outputs,
+
+
+onsuccess:
+    # Bad inputs do not stop the run; they make it exit non-zero at its end.
+    report_failures()

@@ -55,7 +55,8 @@ def run_workflow(
         "--cores",
         "2",
         "--config",
-        *[f"{k}={v}" for k, v in config.items()],
+        # Test inputs are written just before the run: take them all.
+        *[f"{k}={v}" for k, v in {"min_file_age_s": 0, **config}.items()],
         *extra,
     ]
     full_env = {

@@ -33,6 +33,8 @@ NOT_LISTED = frozenset(
 SNAKEMAKE_MARK = ".snakemake_timestamp"
 #: Work folder of convert (temporary unless keep_intermediate): not a deliverable.
 WORK_DIR = "intermediate"
+#: First-level folders of the run itself; no dataset may take these names.
+RUN_FOLDERS = frozenset({"logs", "summary", WORK_DIR})
 _READ = 4 * 1024 * 1024
 
 
@@ -77,23 +79,38 @@ def read_manifest(path: Path) -> dict[str, str]:
     return entries
 
 
-def write_source_fixity(files: list[Path], *, root: Path, out: Path, threads: int = 2) -> None:
+def write_source_fixity(
+    files: list[Path],
+    *,
+    root: Path,
+    out: Path,
+    known: dict[str, str] | None = None,
+    threads: int = 2,
+) -> None:
     """Record the SHA-256 of a dataset's source files, paths relative to the input root.
 
     Parameters
     ----------
     files
-        Main file and companions.
+        Main file and the files it uses.
     root
         Input folder (or the sample sheet's folder) the paths are made relative to.
     out
         ``source-sha256.txt`` to write.
+    known
+        Digests the inventory recorded before any reader opened the files (by relative
+        path); files without one are hashed now.
     """
     rels = [
         Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix() for f in files
     ]
-    digests = hash_files(files, threads=threads)
-    atomic.write_text(out, format_manifest(dict(zip(rels, digests, strict=True))))
+    known = {rel: digest for rel, digest in (known or {}).items() if digest}
+    todo = [(rel, f) for rel, f in zip(rels, files, strict=True) if rel not in known]
+    digests = dict(known)
+    digests.update(
+        zip([r for r, _ in todo], hash_files([f for _, f in todo], threads=threads), strict=True)
+    )
+    atomic.write_text(out, format_manifest({rel: digests[rel] for rel in rels}))
 
 
 def check_sources(fixity: Path, *, root: Path, threads: int = 2) -> list[str]:
@@ -109,11 +126,60 @@ def check_sources(fixity: Path, *, root: Path, threads: int = 2) -> list[str]:
     return problems
 
 
+def _files_below(path: Path, out_dir: Path) -> list[str]:
+    """Files at or below ``path`` (relative to ``out_dir``), partial writes left out."""
+    if path.is_file():
+        found = [path]
+    else:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if not d.endswith(".partial"))
+            found += [Path(dirpath) / n for n in filenames]
+    rels = [Path(os.path.relpath(f, out_dir)).as_posix() for f in found]
+    return [
+        r
+        for r in rels
+        if r not in NOT_LISTED
+        and not r.endswith(".partial")
+        and r.rsplit("/", 1)[-1] != SNAKEMAKE_MARK
+    ]
+
+
+def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
+    """This run's files: ``outputs`` (files and folders) and the logs of their datasets.
+
+    A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: all
+    of it is listed, and its logs under ``logs/<dataset>/``. Run-level logs
+    (``logs/*.log``) are listed too.
+    Folders left by earlier runs whose inputs are gone are not this run's: never listed.
+    """
+    rels: set[str] = set()
+    datasets: set[str] = set()
+    for path in outputs:
+        rel = Path(os.path.relpath(path, out_dir)).as_posix()
+        top = rel.split("/", 1)[0]
+        if "/" in rel and top not in RUN_FOLDERS:
+            datasets.add(top)
+        rels.update(_files_below(path, out_dir))
+    for name in sorted(datasets):
+        # Everything in a dataset's folder is that dataset's (OME-XML, fixity, thumbnails).
+        rels.update(_files_below(out_dir / name, out_dir))
+    logs = out_dir / "logs"
+    if logs.is_dir():
+        rels.update(r for f in sorted(logs.glob("*.log")) for r in _files_below(f, out_dir))
+        for name in sorted(datasets):
+            if (logs / name).is_dir():
+                rels.update(_files_below(logs / name, out_dir))
+    return sorted(rels)
+
+
 def output_files(out_dir: Path) -> list[str]:
-    """Every file under ``out_dir`` that the manifest lists (relative, sorted)."""
+    """Every file under ``out_dir`` that a manifest could list (relative, sorted)."""
     rels = []
     for dirpath, dirnames, filenames in os.walk(out_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.endswith(".partial"))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.endswith(".partial") and not d.startswith(".")
+        )
         if Path(dirpath) == out_dir and WORK_DIR in dirnames:
             dirnames.remove(WORK_DIR)
         for name in filenames:
@@ -123,9 +189,11 @@ def output_files(out_dir: Path) -> list[str]:
     return sorted(rels)
 
 
-def write_manifest(out_dir: Path, *, out: Path | None = None, threads: int = 2) -> Path:
-    """Hash every output file into ``out_dir/manifest-sha256.txt`` (or ``out``)."""
-    rels = output_files(out_dir)
+def write_manifest(
+    out_dir: Path, outputs: list[Path], *, out: Path | None = None, threads: int = 2
+) -> Path:
+    """Hash this run's files (:func:`run_files`) into ``out_dir/manifest-sha256.txt``."""
+    rels = run_files(out_dir, outputs)
     log.info("manifest: hashing %d files with %d threads", len(rels), threads)
     digests = hash_files([out_dir / r for r in rels], threads=threads)
     target = out or out_dir / MANIFEST
@@ -154,9 +222,9 @@ def store_pixel_hashes(store: Path) -> list[str]:
     return hashes
 
 
-def _pixel_problems(out_dir: Path) -> list[str]:
+def _pixel_problems(out_dir: Path, records: list[str]) -> list[str]:
     problems = []
-    for record_path in sorted(out_dir.glob("*/metadata.json")):
+    for record_path in (out_dir / rel for rel in records):
         record = json.loads(record_path.read_text(encoding="utf-8"))
         name = record["dataset"]
         store = record_path.parent / f"{name}.ome.zarr"
@@ -202,7 +270,20 @@ def verify(
     if not manifest.is_file():
         return [f"missing: {manifest}"]
     expected = read_manifest(manifest)
-    actual = set(output_files(out_dir))
+    # Only the run's own areas: folders of datasets the manifest does not know (left by
+    # an earlier run whose inputs are gone) are not this run's.
+    tops = {rel.split("/", 1)[0] for rel in expected}
+    log_dirs = {"/".join(rel.split("/")[:2]) for rel in expected if rel.count("/") >= 2}
+    actual = {
+        rel
+        for rel in output_files(out_dir)
+        if rel.split("/", 1)[0] in tops
+        and (
+            not rel.startswith("logs/")
+            or rel.count("/") == 1
+            or "/".join(rel.split("/")[:2]) in log_dirs
+        )
+    }
 
     def in_store(rel: str) -> bool:
         return pixels and ".ome.zarr/" in rel
@@ -218,8 +299,9 @@ def verify(
         if digest != expected[rel]:
             problems.append(f"changed: {rel}")
     if pixels:
-        problems += _pixel_problems(out_dir)
+        records = sorted(r for r in expected if r.count("/") == 1 and r.endswith("/metadata.json"))
+        problems += _pixel_problems(out_dir, records)
     if sources_root is not None:
-        for fixity in sorted(out_dir.glob("*/source-sha256.txt")):
-            problems += check_sources(fixity, root=sources_root, threads=threads)
+        for rel in sorted(r for r in expected if r.endswith("/source-sha256.txt")):
+            problems += check_sources(out_dir / rel, root=sources_root, threads=threads)
     return problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -53,6 +54,13 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
     if args.zarr is None and args.ome_xml is None and args.source_json is None:
         raise SystemExit("bioingest convert: give --zarr, --ome-xml or --source-json")
+    if args.fixity is not None:
+        from bioingest.checksum import write_source_fixity
+
+        known = json.loads(args.sha256)
+        write_source_fixity(
+            args.files or [args.source], root=args.root, out=args.fixity, known=known
+        )
     convert(
         args.source,
         zarr_path=args.zarr,
@@ -65,6 +73,8 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         maven=args.maven or None,
         heap_mb=args.java_heap_mb,
         jvm_server=args.jvm_server,
+        single_file=args.single_file,
+        record_failure=args.record_failure,
     )
 
 
@@ -117,11 +127,11 @@ def _cmd_checksum(args: argparse.Namespace) -> None:
     (out_dir,) = args.paths
     problems = []
     if args.sources_root is not None:
-        for fixity in sorted(out_dir.glob("*/source-sha256.txt")):
+        for fixity in args.fixity:
             problems += checksum.check_sources(fixity, root=args.sources_root, threads=args.threads)
     if problems:
         raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
-    checksum.write_manifest(out_dir, out=args.out, threads=args.threads)
+    checksum.write_manifest(out_dir, args.outputs, out=args.out, threads=args.threads)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -163,7 +173,7 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
 
     study = _study(args.study)
     if args.action == "bia-list":
-        atomic.write_text(args.out, provenance.bia_file_list(args.out_dir, study=study))
+        atomic.write_text(args.out, provenance.bia_file_list(args.records, study=study))
         return
     config = json.loads(args.config_json) if args.config_json else {}
     provenance.write_run_crate(
@@ -278,13 +288,72 @@ def _cmd_report(args: argparse.Namespace) -> None:
     log.info("report: %s written for %d datasets", target.name, len(args.datasets))
 
 
-def _cmd_inventory(args: argparse.Namespace) -> None:
-    from bioingest.inventory import discover, read_sheet
+def _cmd_outcomes(args: argparse.Namespace) -> None:
+    from bioingest.outcomes import collect, write_failures
 
-    datasets = read_sheet(args.source) if args.source.is_file() else discover(args.source)
-    print("dataset\tpath\tcompanions")
-    for d in datasets:
-        print(f"{d.name}\t{d.main}\t{len(d.files) - 1}")
+    failures = collect(args.inventory, args.described)
+    write_failures(args.out, failures)
+    for f in failures:
+        log.info("%s failed (%s): %s", f.dataset, f.step, f.reason)
+    log.info("outcomes: %d dataset(s) failed", len(failures))
+
+
+def _cmd_inventory(args: argparse.Namespace) -> None:
+    import os
+
+    from bioingest import inventory
+
+    source = str(args.source)
+    if "://" in source:
+        inv = inventory.build_remote(source)
+    else:
+        path = Path(os.path.normpath(Path(source).absolute()))
+        sheet = inventory.read_sheet(path) if path.is_file() else None
+        if sheet is None and not path.is_dir():
+            raise IngestError(path, "not a folder or a sample sheet")
+        root = inventory.sheet_root(sheet, path) if sheet is not None else path
+        exclude = Path(os.path.normpath(args.exclude.absolute())) if args.exclude else None
+        prober, close, key = _prober(args)
+        try:
+            inv = inventory.build(
+                root,
+                open_file=prober,
+                exclude=exclude,
+                min_age_s=args.min_age_s,
+                cache_path=args.cache,
+                reader_key=key,
+                threads=args.threads,
+                sheet=sheet,
+            )
+        finally:
+            close()
+    if args.tsv is None and args.json is None:
+        sys.stdout.write(inv.table())
+    inventory.write(inv, tsv=args.tsv, json_path=args.json)
+    log.info(
+        "inventory: %d dataset(s), %d failed, %d file(s) skipped",
+        len(inv.ok),
+        len(inv.failed),
+        len(inv.skipped),
+    )
+
+
+def _prober(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """How the inventory opens files: ``(open, close, cache key of the reader)``."""
+    from bioingest.java import find_jar
+
+    jar, maven = args.jar or None, args.maven or None
+    key = f"{__version__} {maven or find_jar(jar).name} {maven or find_jar(jar).stat().st_size}"
+    if args.jvm_server:
+        from bioingest.readers.remote import RemoteProber
+
+        remote = RemoteProber(jar=jar, maven=maven, heap_mb=args.java_heap_mb)
+        return remote, remote.close, key
+    from bioingest.java import start_jvm
+    from bioingest.probe import probe
+
+    start_jvm(jar=jar, maven=maven, heap_mb=args.java_heap_mb)
+    return probe, lambda: None, key
 
 
 def _add_java_options(p: argparse.ArgumentParser) -> None:
@@ -311,11 +380,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "inventory",
-        help="list the datasets found in a folder or sample sheet",
-        description="List datasets as the workflow will name them, companions grouped.",
+        help="group the files of a folder into datasets, as Bio-Formats groups them",
+        description="Hash every file below SOURCE, then open each file no acquisition has "
+        "claimed yet with Bio-Formats: its main file and used files form one dataset. Lists "
+        "every file with its dataset, or why it was skipped or failed (TSV on standard "
+        "output unless --tsv or --json is given).",
     )
-    p.add_argument("source", type=Path, help="input folder or tab-separated sample sheet")
+    p.add_argument("source", help="input folder, tab-separated sample sheet, or s3:// folder")
+    p.add_argument("--tsv", type=Path, help="write the per-file table here (inventory.tsv)")
+    p.add_argument("--json", type=Path, help="write the datasets as JSON here (inventory.json)")
+    p.add_argument("--cache", type=Path, help="cache of hashes, probes and names between runs")
+    p.add_argument("--exclude", type=Path, help="folder never taken as input (the output folder)")
+    p.add_argument(
+        "--min-age-s",
+        type=float,
+        default=0.0,
+        help="skip files modified less than this many seconds ago (default: 0)",
+    )
+    p.add_argument("--threads", type=_positive, default=2, help="files hashed in parallel")
+    p.add_argument(
+        "--jvm-server",
+        action="store_true",
+        help="open files through the machine's Bio-Formats server instead of a JVM in this process",
+    )
+    _add_java_options(p)
+    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_inventory)
+
+    p = sub.add_parser(
+        "outcomes",
+        help="list the datasets that failed on bad input (failed.tsv)",
+        description="Collect the failures the inventory and the conversions recorded into "
+        "one table: dataset, step, main file, reason.",
+    )
+    p.add_argument("inventory", type=Path, help="inventory.json")
+    p.add_argument("described", type=Path, nargs="*", help="{dataset}.source.json files")
+    p.add_argument("--out", type=Path, required=True, help="failed.tsv to write")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_outcomes)
 
     p = sub.add_parser(
         "convert",
@@ -347,6 +449,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1024,
         help="tile edge in pixels; bounds memory (default: 1024)",
+    )
+    p.add_argument(
+        "--single-file",
+        action="store_true",
+        help="the source is an acquisition of one file (as 'bioingest inventory' found): "
+        "only then may auto read a TIFF with tifffile",
+    )
+    p.add_argument(
+        "--fixity",
+        type=Path,
+        help="first write the SHA-256 of --files here (source-sha256.txt), then read",
+    )
+    p.add_argument("--files", type=Path, nargs="*", default=[], help="the acquisition's files")
+    p.add_argument("--root", type=Path, default=Path("."), help="folder --files are relative to")
+    p.add_argument(
+        "--sha256",
+        default="{}",
+        help="JSON {relative path: sha256} the inventory recorded; others are hashed now",
+    )
+    p.add_argument(
+        "--record-failure",
+        action="store_true",
+        help="when the source cannot be read, record why in --source-json and exit 0",
     )
     _add_java_options(p)
     p.add_argument(
@@ -509,8 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checksum",
         help="source fixity and the output manifest (SHA-256, BagIt format)",
         description="'sources FILE... --root DIR --out F' records the SHA-256 of a dataset's "
-        "source files; 'manifest OUT' re-checks every source-sha256.txt (with "
-        "--sources-root) and hashes every output file into OUT/manifest-sha256.txt.",
+        "source files; 'manifest OUT --outputs …' re-checks the --fixity files' sources (with "
+        "--sources-root) and hashes the run's outputs into OUT/manifest-sha256.txt.",
     )
     p.add_argument("action", choices=["sources", "manifest"])
     p.add_argument("paths", type=Path, nargs="+", help="source files, or the output folder")
@@ -521,6 +646,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder source paths are recorded relative to (sources)",
     )
     p.add_argument("--sources-root", type=Path, help="input folder to re-check (manifest)")
+    p.add_argument(
+        "--outputs",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="the run's deliverables (files and folders) the manifest lists, with the logs "
+        "of their datasets (manifest)",
+    )
+    p.add_argument(
+        "--fixity",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="source-sha256.txt files whose sources are re-checked (manifest)",
+    )
     p.add_argument("--out", type=Path, help="file to write")
     p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
     p.add_argument("--log", type=Path, help="also write messages to this file")
@@ -559,11 +699,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Workflow Run RO-Crate of a run, or the BioImage Archive file list",
         description="'crate OUT' writes OUT/ro-crate-metadata.json (Workflow Run Crate: "
         "workflow, versions, config, every input and output with size and checksum); "
-        "'bia-list OUT --out F' writes the BioImage Archive file list.",
+        "'bia-list OUT --records R… --out F' writes the BioImage Archive file list.",
     )
     p.add_argument("action", choices=["crate", "bia-list"])
     p.add_argument("out_dir", type=Path, help="output folder of a run")
     p.add_argument("--sources", type=Path, nargs="*", default=[], help="every input file")
+    p.add_argument(
+        "--records", type=Path, nargs="*", default=[], help="metadata.json of every dataset"
+    )
     p.add_argument("--config-json", default="", help="the workflow configuration as JSON")
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")

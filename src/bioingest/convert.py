@@ -12,7 +12,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from bioingest import __version__, atomic
-from bioingest.errors import IngestError
+from bioingest.errors import IngestError, ServiceError
 from bioingest.progress import Progress
 from bioingest.readers import ReaderChoice, SeriesInfo, SourceReader, open_source
 
@@ -70,6 +70,8 @@ def convert(
     maven: str | None = None,
     heap_mb: int = 1024,
     jvm_server: bool = False,
+    single_file: bool = False,
+    record_failure: bool = False,
 ) -> dict[str, Any]:
     """Convert ``source`` losslessly into an intermediate Zarr plus its OME-XML.
 
@@ -95,52 +97,85 @@ def convert(
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
     jvm_server
         Read through the machine's Bio-Formats server; see :func:`open_source`.
+    single_file
+        The inventory found the source to be an acquisition of one file: only then may
+        ``auto`` read it with tifffile.
+    record_failure
+        When the source cannot be read (bad input), record why in the JSON description
+        (``failure``), write an empty intermediate store and return, instead of raising.
 
     Returns
     -------
     dict
         The description stored in the intermediate store's attributes.
     """
-    with open_source(
-        source, reader=reader, jar=jar, maven=maven, heap_mb=heap_mb, jvm_server=jvm_server
-    ) as src:
-        log.info(
-            "convert %s: %s via %s, %d series",
-            source.name,
-            src.format_name,
-            src.name,
-            len(src.series),
-        )
-        description: dict[str, Any] = {
+    ome_xml = ""
+    try:
+        with open_source(
+            source,
+            reader=reader,
+            jar=jar,
+            maven=maven,
+            heap_mb=heap_mb,
+            jvm_server=jvm_server,
+            single_file=single_file,
+        ) as src:
+            ome_xml = src.ome_xml
+            description = _describe(source, src)
+            log.info(
+                "convert %s: %s via %s, %d series",
+                source.name,
+                src.format_name,
+                src.name,
+                len(src.series),
+            )
+            selected = src.series
+            if series is not None:
+                start, stop = series
+                if not 0 <= start < stop <= len(src.series):
+                    raise IngestError(
+                        source, f"series {start}:{stop} out of range (it has {len(src.series)})"
+                    )
+                selected = src.series[start:stop]
+            if zarr_path is not None:
+                with atomic.atomic_dir(zarr_path) as tmp:
+                    root = zarr.open_group(tmp, mode="w", zarr_format=3)
+                    for info in selected:
+                        _copy_series(src, info, root, tile_size)
+                    root.attrs[ATTR] = description
+    except IngestError as exc:
+        if not record_failure or isinstance(exc, ServiceError):
+            raise
+        # Bad input: recorded as this dataset's outcome; the rest of the run goes on.
+        log.error("%s", exc)
+        description = {
             "source": source.name,
-            "reader": src.name,
-            "format": src.format_name,
             "bioingest_version": __version__,
-            "used_files": [p.name for p in src.used_files],
-            "series": [
-                {"index": s.index, "shape": list(s.shape), "dtype": s.dtype, "rgb": s.rgb}
-                for s in src.series
-            ],
+            "failure": {"step": "convert", "reason": exc.problem},
         }
-        selected = src.series
-        if series is not None:
-            start, stop = series
-            if not 0 <= start < stop <= len(src.series):
-                raise IngestError(
-                    source, f"series {start}:{stop} out of range (it has {len(src.series)})"
-                )
-            selected = src.series[start:stop]
         if zarr_path is not None:
             with atomic.atomic_dir(zarr_path) as tmp:
-                root = zarr.open_group(tmp, mode="w", zarr_format=3)
-                for info in selected:
-                    _copy_series(src, info, root, tile_size)
-                root.attrs[ATTR] = description
-        if ome_xml_path is not None:
-            atomic.write_text(ome_xml_path, src.ome_xml)
-        if source_json_path is not None:
-            atomic.write_text(source_json_path, json.dumps(description, indent=2) + "\n")
+                zarr.open_group(tmp, mode="w", zarr_format=3).attrs[ATTR] = description
+    if ome_xml_path is not None:
+        atomic.write_text(ome_xml_path, ome_xml)
+    if source_json_path is not None:
+        atomic.write_text(source_json_path, json.dumps(description, indent=2) + "\n")
     return description
+
+
+def _describe(source: Path, src: SourceReader) -> dict[str, Any]:
+    """What the intermediate store and ``{dataset}.source.json`` say of the source."""
+    return {
+        "source": source.name,
+        "reader": src.name,
+        "format": src.format_name,
+        "bioingest_version": __version__,
+        "used_files": [p.name for p in src.used_files],
+        "series": [
+            {"index": s.index, "shape": list(s.shape), "dtype": s.dtype, "rgb": s.rgb}
+            for s in src.series
+        ],
+    }
 
 
 def split(series_count: int, per_part: int) -> list[tuple[int, int]]:

@@ -12,3 +12,10 @@ class IngestError(Exception):
         self.path = str(path)
         self.problem = " ".join(problem.split())
         super().__init__(f"{self.path}: {self.problem}")
+
+
+class ServiceError(IngestError):
+    """The machine, not the input, is at fault: no Java, no jar, the JVM server lost.
+
+    Never recorded as a dataset's outcome: the job fails, and a rerun retries it.
+    """

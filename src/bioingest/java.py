@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bioingest.errors import IngestError
+from bioingest.errors import ServiceError
 
 JAR_ENV = "BIOINGEST_BIOFORMATS_JAR"
 _started = False
@@ -50,7 +50,7 @@ def find_jar(configured: str | os.PathLike[str] | None = None) -> Path:
         if c.is_file():
             return c.resolve()
     where = ", ".join(str(c) for c in candidates) or "no candidate"
-    raise IngestError(
+    raise ServiceError(
         "bioformats_package.jar",
         f"not found ({where}); run 'make setup' or set {JAR_ENV} or config 'bioformats_jar'",
     )
@@ -91,7 +91,7 @@ def start_jvm(
     scyjava.config.set_java_constraints(fetch="never")
     home = _java_home()
     if home is None:
-        raise IngestError("java", "no Java runtime found on PATH and JAVA_HOME is not set")
+        raise ServiceError("java", "no Java runtime found on PATH and JAVA_HOME is not set")
     os.environ.setdefault("JAVA_HOME", home)
     if maven:
         scyjava.config.endpoints.append(maven)

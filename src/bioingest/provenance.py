@@ -117,13 +117,21 @@ def write_store_crate(store: Path, *, name: str, study: dict[str, Any] | None) -
     atomic.write_text(store / "ro-crate-metadata.json", text + "\n")
 
 
-def bia_file_list(out_dir: Path, *, study: dict[str, Any] | None) -> str:
-    """BioImage Archive file list (TSV): first column ``Files``, one deliverable per row."""
+def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
+    """BioImage Archive file list (TSV): first column ``Files``, one deliverable per row.
+
+    Parameters
+    ----------
+    records
+        ``metadata.json`` of every dataset of the run.
+    study
+        Study metadata (organism, imaging method), if any.
+    """
     study = study or {}
     organism = (study.get("organism") or {}).get("name", "")
     method = (study.get("imaging_method") or {}).get("name", "")
     rows = ["Files\tDataset\tType\tFormat\tOrganism\tImaging method"]
-    for record_path in sorted(out_dir.glob("*/metadata.json")):
+    for record_path in sorted(records):
         record = json.loads(record_path.read_text(encoding="utf-8"))
         name = record["dataset"]
         rows.append(f"{name}/{name}.ome.zarr\t{name}\timage\tOME-Zarr\t{organism}\t{method}")

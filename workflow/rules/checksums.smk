@@ -1,19 +1,4 @@
-rule source_fixity:
-    input:
-        unpack(dataset_files),
-    output:
-        f"{OUT}/{{dataset}}/source-sha256.txt",
-    log:
-        f"{OUT}/logs/{{dataset}}/source_fixity.log",
-    conda:
-        "../../envs/bioingest.yaml"
-    params:
-        root=source_root,
-    message:
-        "fixity {wildcards.dataset}: SHA-256 of the source files before anything reads them"
-    shell:
-        "bioingest checksum sources {input.source:q} {input.companions:q} "
-        "--root {params.root:q} --out {output:q} --log {log:q}"
+# Source fixity is recorded by the inventory (hashes) and convert (source-sha256.txt).
 
 
 rule bia_file_list:
@@ -33,13 +18,14 @@ rule bia_file_list:
     message:
         "BioImage Archive file list"
     shell:
-        "bioingest provenance bia-list {params.out_dir:q} {params.study} --out {output:q} "
+        "bioingest provenance bia-list {params.out_dir:q} --records {input.records:q} "
+        "{params.study} --out {output:q} "
         "--log {log:q}"
 
 
 rule manifest:
     input:
-        deliverables,
+        outputs=deliverables,
         fixity=source_fixities,
         sources=all_sources,
     output:
@@ -51,12 +37,13 @@ rule manifest:
     threads: 2
     params:
         out_dir=output_folder,
-        root=sources_root,
+        root=INPUT_ROOT,
     message:
         "manifest: re-check the sources, then SHA-256 of every output file"
     shell:
-        "bioingest checksum manifest {params.out_dir:q} --sources-root {params.root:q} "
-        "--threads {threads} --out {output:q} --log {log:q}"
+        "bioingest checksum manifest {params.out_dir:q} --outputs {input.outputs:q} "
+        "--fixity {input.fixity:q} --sources-root {params.root:q} --threads {threads} "
+        "--out {output:q} --log {log:q}"
 
 
 rule provenance:

@@ -1,7 +1,8 @@
-# Shared set-up: config and sample validation, the dataset table, output paths.
+# Shared set-up: config validation, the inventory's datasets, output paths.
+# The datasets come from the inventory checkpoint (inventory.smk), never from parsing:
+# on a cluster, opening a whole share belongs in a job, not on the login node.
 import json
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,12 +12,12 @@ from snakemake.utils import validate
 
 from bioingest.convert import split
 from bioingest.errors import IngestError
-from bioingest.inventory import from_config, input_root
+from bioingest.inventory import input_root, listing_fingerprint, load, output_inside
+from bioingest.outcomes import completed_datasets
 from bioingest.resources import (
     convert_estimate,
     image_estimate,
     pixel_bytes,
-    series_bytes,
 )
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -32,37 +33,62 @@ os.environ["PATH"] = (
     f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 )
 
+OUT = config["output_dir"].rstrip("/")
+INVENTORY = f"{OUT}/inventory.json"
+FAILED = f"{OUT}/failed.tsv"
 try:
-    DATASETS = {d.name: d for d in from_config(config)}
+    INPUT_ROOT = input_root(config)
+    # A stat walk, no file opened: the inventory job reruns when this changes.
+    LISTING = listing_fingerprint(config)
 except IngestError as exc:
     raise WorkflowError(str(exc)) from None
 
-OUT = config["output_dir"].rstrip("/")
-INPUT_ROOT = input_root(config)
-
-
-def _names_pattern(names):
-    """A wildcard constraint matching exactly these dataset names."""
-    return "|".join(re.escape(name) for name in sorted(names)) or "^$"
-
-
-def _is_split(d):
-    limit = config["split_series_above_mb"]
-    return limit is not None and d.nbytes > limit * 1024 * 1024
-
 
 wildcard_constraints:
-    dataset=_names_pattern(DATASETS),
+    dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    part=r"[1-9][0-9]*",
 
 
-# Datasets converted in one job, and those split across jobs by series (convert.smk).
-WHOLE = _names_pattern(n for n, d in DATASETS.items() if not _is_split(d))
-SPLIT = _names_pattern(n for n, d in DATASETS.items() if _is_split(d))
+def inventory():
+    """The inventory, once its job has run (checkpoint)."""
+    checkpoints.inventory.get()
+    return load(Path(INVENTORY), root=INPUT_ROOT)
 
 
-def intermediate(path):
-    """Intermediate stores are temporary unless keep_intermediate is set."""
-    return directory(path) if config["keep_intermediate"] else temp(directory(path))
+def dataset(name):
+    """A dataset of the inventory by name."""
+    return inventory().by_name[name]
+
+
+def inventory_source(wildcards):
+    """What the inventory lists: input_dir (a folder or s3:// URL) or the sample sheet."""
+    return config["samples"] or config["input_dir"]
+
+
+def sample_sheet(wildcards):
+    """The sample sheet, tracked as an input when the user gave one."""
+    return [config["samples"]] if config["samples"] else []
+
+
+def excluded_output(wildcards):
+    """--exclude OUT when the output folder lies inside the input folder."""
+    inside = output_inside(config, INPUT_ROOT)
+    return f"--exclude {shlex.quote(str(inside))}" if inside else ""
+
+
+def is_split(d):
+    """Large sources are converted in parts (split_series_above_mb)."""
+    limit = config["split_series_above_mb"]
+    return (
+        limit is not None and d.nbytes > limit * 1024 * 1024 and len(d.series_bytes) > 1
+    )
+
+
+def parts_of(d):
+    """(start, stop) series of each conversion job of a dataset."""
+    if not is_split(d):
+        return [(0, len(d.series_bytes))]
+    return split(len(d.series_bytes), config["series_per_job"])
 
 
 def _source(d, path):
@@ -71,42 +97,85 @@ def _source(d, path):
 
 
 def dataset_files(wildcards):
-    """The main file a reader opens, and its companions (tracked, never passed on)."""
-    d = DATASETS[wildcards.dataset]
+    """The main file a reader opens, and the files it uses (tracked, never passed on)."""
+    d = dataset(wildcards.dataset)
     return {
         "source": _source(d, d.main),
         "companions": [_source(d, f) for f in d.files[1:]],
     }
 
 
-def _local_root(d, path, local):
-    """The input folder as a job sees it: remote sources are local copies in Snakemake's
-    storage folder, at the same path below it as below the bucket."""
+def source_root(wildcards, input):
+    """Folder the dataset's source paths are recorded relative to. Remote sources are
+    local copies in Snakemake's storage folder, at the same path below it as below the
+    bucket."""
+    d = dataset(wildcards.dataset)
     if not d.scheme:
         return str(INPUT_ROOT)
-    return str(Path(local).parents[len(path.relative_to(INPUT_ROOT).parts) - 1])
+    depth = len(d.main.relative_to(INPUT_ROOT).parts)
+    return str(Path(input.source).parents[depth - 1])
 
 
-def source_root(wildcards, input):
-    """Folder the dataset's source paths are recorded relative to."""
-    d = DATASETS[wildcards.dataset]
-    return _local_root(d, d.main, input.source)
+def source_hashes(wildcards):
+    """SHA-256 of the dataset's files as the inventory recorded them (JSON)."""
+    d = dataset(wildcards.dataset)
+    rels = [f.relative_to(INPUT_ROOT).as_posix() for f in d.files]
+    return json.dumps(dict(zip(rels, d.sha256)), sort_keys=True)
 
 
-def sources_root(wildcards, input):
-    """Folder every source path is recorded relative to (input.sources follows all_sources)."""
-    d = DATASETS[min(DATASETS)]
-    return _local_root(d, sorted(d.files)[0], input.sources[0])
+def single_file_option(wildcards):
+    """--single-file where the acquisition is one file: only then may tifffile read it."""
+    return "--single-file" if dataset(wildcards.dataset).single_file else ""
 
 
-def _convert_estimate(wildcards, attempt):
-    d = DATASETS[wildcards.dataset]
+def first_part_option(wildcards):
+    """--series of the first conversion job (all series unless the source is split)."""
+    d = dataset(wildcards.dataset)
+    start, stop = parts_of(d)[0]
+    return f"--series {start}:{stop}" if is_split(d) else ""
+
+
+def part_series(wildcards):
+    """START:STOP series of a later part of a split conversion."""
+    start, stop = parts_of(dataset(wildcards.dataset))[int(wildcards.part)]
+    return f"{start}:{stop}"
+
+
+def later_parts(wildcards):
+    """Part stores of a split dataset after the first (written by convert_part)."""
+    d = dataset(wildcards.dataset)
+    return [
+        f"{OUT}/intermediate/parts/{wildcards.dataset}/{k}.zarr"
+        for k in range(1, len(parts_of(d)))
+    ]
+
+
+def intermediate_store(wildcards):
+    """The converted pixels: one store, or the parts of a split source joined."""
+    if is_split(dataset(wildcards.dataset)):
+        return f"{OUT}/intermediate/assembled/{wildcards.dataset}.zarr"
+    return f"{OUT}/intermediate/{wildcards.dataset}.zarr"
+
+
+def intermediate(path):
+    """Intermediate stores are temporary unless keep_intermediate is set."""
+    return directory(path) if config["keep_intermediate"] else temp(directory(path))
+
+
+def _convert_estimate(wildcards, attempt, share=1.0):
+    d = dataset(wildcards.dataset)
     return convert_estimate(
-        source_bytes=d.nbytes,
+        source_bytes=int(d.nbytes * share),
         java_heap_mb=config["java_heap_mb"],
         tile_size=config["tile_size"],
         attempt=attempt,
     )
+
+
+def _share(wildcards, k):
+    d = dataset(wildcards.dataset)
+    start, stop = parts_of(d)[k]
+    return sum(d.series_bytes[start:stop]) / max(sum(d.series_bytes), 1)
 
 
 def convert_mem_mb(wildcards, attempt):
@@ -115,46 +184,14 @@ def convert_mem_mb(wildcards, attempt):
 
 
 def convert_runtime(wildcards, attempt):
-    """Minutes for a convert job, from the size of the source files."""
-    return _convert_estimate(wildcards, attempt).runtime_min
+    """Minutes for a convert job: its share of the source's bytes."""
+    return _convert_estimate(wildcards, attempt, _share(wildcards, 0)).runtime_min
 
 
-def series_parts(wildcards):
-    """Part stores of a split dataset: one per series_per_job series, once the source
-    is described (checkpoint describe_source)."""
-    described = checkpoints.describe_source.get(dataset=wildcards.dataset)
-    parts = _parts(described.output.source_json)
-    return [
-        f"{OUT}/intermediate/{wildcards.dataset}.parts/{k}.zarr"
-        for k in range(len(parts))
-    ]
-
-
-def _parts(source_json):
-    return split(len(series_bytes(Path(source_json))), config["series_per_job"])
-
-
-def _part_range(wildcards, input):
-    return _parts(input.source_json)[int(wildcards.part)]
-
-
-def part_series(wildcards, input):
-    """The --series START:STOP of one part."""
-    start, stop = _part_range(wildcards, input)
-    return f"{start}:{stop}"
-
-
-def part_runtime(wildcards, input, attempt):
-    """Minutes for a part job: its share of the source's bytes, by pixel bytes."""
-    start, stop = _part_range(wildcards, input)
-    d = DATASETS[wildcards.dataset]
-    shares = series_bytes(Path(input.source_json))
-    return convert_estimate(
-        source_bytes=d.nbytes * sum(shares[start:stop]) // max(sum(shares), 1),
-        java_heap_mb=config["java_heap_mb"],
-        tile_size=config["tile_size"],
-        attempt=attempt,
-    ).runtime_min
+def part_runtime(wildcards, attempt):
+    """Minutes for a later part of a split conversion."""
+    share = _share(wildcards, int(wildcards.part))
+    return _convert_estimate(wildcards, attempt, share).runtime_min
 
 
 def _image_estimate(input, attempt):
@@ -178,13 +215,13 @@ def image_runtime(wildcards, input, attempt):
 
 
 def jvm_server_option():
-    """--jvm-server when conversions share one Bio-Formats JVM per machine."""
+    """--jvm-server when Bio-Formats files are read through one JVM per machine."""
     return "--jvm-server" if config["jvm_server"] else ""
 
 
 def pyramid_method(wildcards):
     """Sample-sheet override (e.g. nearest for label images), else the config default."""
-    return DATASETS[wildcards.dataset].pyramid_method or config["pyramid_method"]
+    return dataset(wildcards.dataset).pyramid_method or config["pyramid_method"]
 
 
 def output_folder(wildcards, output):
@@ -200,11 +237,6 @@ def study_file(wildcards):
 def study_option(wildcards, input):
     """The --study option for the metadata verb, quoted."""
     return f"--study {shlex.quote(input.study[0])}" if input.study else ""
-
-
-def dataset_records(wildcards):
-    """metadata.json of every dataset."""
-    return [f"{OUT}/{name}/metadata.json" for name in sorted(DATASETS)]
 
 
 def config_json(wildcards):
@@ -223,56 +255,98 @@ def qc_options(wildcards):
     return " ".join(shlex.quote(o) for o in options)
 
 
-def dataset_names(wildcards):
-    """Every dataset name, quoted for the shell."""
-    return " ".join(shlex.quote(name) for name in sorted(DATASETS))
+# -- what this run delivers -----------------------------------------------------------
+# Datasets whose conversion failed on bad input are recorded in failed.tsv (checkpoint
+# outcomes); the run-level outputs cover every other dataset of this run's inventory.
 
 
-def write_partial_report():
-    """Report on whatever a failed run produced (called from onerror)."""
-    from bioingest.report import write_report
+def described(wildcards):
+    """source.json of every dataset the inventory could open."""
+    return [f"{OUT}/{d.name}/{d.name}.source.json" for d in inventory().ok]
 
-    if Path(OUT).is_dir():
-        write_report(Path(OUT), sorted(DATASETS))
-        print(f"Report of the partial run: {OUT}/report.html", file=sys.stderr)
+
+def completed():
+    """Names of this run's datasets that converted (sorted)."""
+    checkpoints.outcomes.get()
+    return completed_datasets(Path(FAILED), [d.name for d in inventory().ok])
+
+
+def dataset_records(wildcards):
+    """metadata.json of every completed dataset."""
+    return [f"{OUT}/{name}/metadata.json" for name in completed()]
 
 
 def qc_reports(wildcards):
-    """qc.json of every dataset."""
-    return [f"{OUT}/{name}/qc.json" for name in sorted(DATASETS)]
+    """qc.json of every completed dataset."""
+    return [f"{OUT}/{name}/qc.json" for name in completed()]
 
 
-def all_sources(wildcards):
-    """Every source file of every dataset, companions included."""
-    return [_source(d, f) for _, d in sorted(DATASETS.items()) for f in sorted(d.files)]
+def stores(wildcards):
+    """The final store of every completed dataset."""
+    return [f"{OUT}/{name}/{name}.ome.zarr" for name in completed()]
 
 
 def source_fixities(wildcards):
-    """source-sha256.txt of every dataset."""
-    return [f"{OUT}/{name}/source-sha256.txt" for name in sorted(DATASETS)]
+    """source-sha256.txt of every completed dataset."""
+    return [f"{OUT}/{name}/source-sha256.txt" for name in completed()]
 
 
-def deliverables(wildcards=None):
-    """Every output the manifest covers."""
-    stores = [f"{OUT}/{name}/{name}.ome.zarr" for name in sorted(DATASETS)]
-    tables = [
+def all_sources(wildcards):
+    """Every source file of every completed dataset."""
+    done = set(completed())
+    inv = inventory()
+    return [_source(d, f) for d in inv.ok if d.name in done for f in sorted(d.files)]
+
+
+def dataset_names(wildcards):
+    """Every completed dataset's name, quoted for the shell."""
+    return " ".join(shlex.quote(name) for name in completed())
+
+
+def run_tables(wildcards):
+    """The run's summary tables."""
+    return [
         f"{OUT}/summary/{t}.{ext}"
         for t in ("images", "channels")
         for ext in ("tsv", "parquet")
-    ]
-    run_files = [
-        f"{OUT}/summary/qc.tsv",
-        f"{OUT}/report.html",
-        f"{OUT}/bia-file-list.tsv",
-    ]
+    ] + [f"{OUT}/summary/qc.tsv"]
+
+
+def deliverables(wildcards):
+    """Every output the manifest covers."""
     return (
-        stores + dataset_records(wildcards) + qc_reports(wildcards) + tables + run_files
+        stores(wildcards)
+        + dataset_records(wildcards)
+        + qc_reports(wildcards)
+        + run_tables(wildcards)
+        + [
+            f"{OUT}/inventory.tsv",
+            INVENTORY,
+            FAILED,
+            f"{OUT}/report.html",
+            f"{OUT}/bia-file-list.tsv",
+        ]
     )
 
 
-def final_outputs():
+def final_outputs(wildcards):
     """Everything a complete run produces."""
-    return deliverables() + [
+    return deliverables(wildcards) + [
         f"{OUT}/manifest-sha256.txt",
         f"{OUT}/ro-crate-metadata.json",
     ]
+
+
+def report_failures():
+    """After a run: one line per failed dataset, and a non-zero exit when there are any."""
+    from bioingest.outcomes import read_failures
+
+    failures = read_failures(Path(FAILED)) if Path(FAILED).is_file() else []
+    for f in failures:
+        print(f"FAILED {f.dataset} ({f.step}): {f.reason}", file=sys.stderr)
+    if failures:
+        print(
+            f"{len(failures)} dataset(s) failed: see {FAILED} and {OUT}/report.html",
+            file=sys.stderr,
+        )
+        sys.exit(1)

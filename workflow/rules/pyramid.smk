@@ -1,6 +1,6 @@
 rule pyramid:
     input:
-        zarr=f"{OUT}/intermediate/{{dataset}}.zarr",
+        zarr=intermediate_store,
         ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
         source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
         study=study_file,

@@ -1,6 +1,6 @@
 rule qc:
     input:
-        intermediate=f"{OUT}/intermediate/{{dataset}}.zarr",
+        intermediate=intermediate_store,
         metadata=f"{OUT}/{{dataset}}/metadata.json",
         source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
         store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",

@@ -3,6 +3,8 @@ rule report:
         qc=qc_reports,
         records=dataset_records,
         tables=f"{OUT}/summary/qc.tsv",
+        inventory=f"{OUT}/inventory.tsv",
+        failed=FAILED,
     output:
         report(f"{OUT}/report.html", caption="../report/report.rst", category="Summary"),
     log:
@@ -17,8 +19,3 @@ rule report:
     shell:
         "bioingest report {params.out_dir:q} --datasets {params.datasets} "
         "--out {output:q} --log {log:q}"
-
-
-onerror:
-    # A failed run still gets a report listing every dataset and why some failed.
-    write_partial_report()

@@ -40,6 +40,7 @@ def open_source(
     maven: str | None = None,
     heap_mb: int = 1024,
     jvm_server: bool = False,
+    single_file: bool = True,
 ) -> SourceReader:
     """Open ``path`` once with the chosen reader.
 
@@ -48,19 +49,24 @@ def open_source(
     path
         The dataset's main file.
     reader
-        ``auto`` uses tifffile for TIFF files it reads exactly, Bio-Formats otherwise.
+        ``auto`` uses tifffile for TIFF files it reads exactly (and that form an
+        acquisition of their own, ``single_file``), Bio-Formats otherwise.
     jar, maven, heap_mb
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
     jvm_server
         Read Bio-Formats files through this machine's Bio-Formats server (one JVM for
         many jobs, :mod:`bioingest.readers.remote`) instead of a JVM in this process.
+    single_file
+        The inventory found ``path`` to be an acquisition of one file. Bio-Formats picks
+        a TIFF's reader from its neighbours (a plate's ``.HTD`` takes it over), so the
+        tifffile fast path reads only such files.
     """
     from bioingest.integrity import check_structure
     from bioingest.readers import tiff
 
     check_readable(path)
     check_structure(path)
-    if reader == "tifffile" or (reader == "auto" and tiff.accepts(path)):
+    if reader == "tifffile" or (reader == "auto" and single_file and tiff.accepts(path)):
         return tiff.TiffReader(path)
     if jvm_server:
         from bioingest.readers.remote import RemoteReader

@@ -29,13 +29,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bioingest import __version__
-from bioingest.errors import IngestError
+from bioingest.errors import IngestError, ServiceError
 from bioingest.readers.base import SeriesInfo, SourceReader
+
+if TYPE_CHECKING:
+    from bioingest.probe import Probe
 
 log = logging.getLogger("bioingest")
 
@@ -75,7 +78,7 @@ def socket_path(*, jar: str | None, maven: str | None, heap_mb: int) -> Path:
     folder = Path(base) / f"bioingest-{os.getuid()}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
-        raise IngestError(folder, "must belong to this user and be private (chmod 700)")
+        raise ServiceError(folder, "must belong to this user and be private (chmod 700)")
     key = json.dumps([socket.gethostname(), __version__, jar, maven, heap_mb])
     return folder / f"jvm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
 
@@ -103,6 +106,10 @@ class _Handler(socketserver.BaseRequestHandler):
         from bioingest.readers.bioformats import BioFormatsReader
 
         try:
+            if request["op"] == "probe":
+                from bioingest.probe import probe
+
+                return {"ok": True, "probe": probe(Path(request["path"])).to_json()}, b""
             if request["op"] == "open" and self.reader is None:
                 self.reader = BioFormatsReader(Path(request["path"]), **self.server.jvm)
                 return _describe(self.reader), b""
@@ -227,11 +234,11 @@ def connect(*, jar: str | None, maven: str | None, heap_mb: int) -> socket.socke
                 start_new_session=True,
             )
         _spawned.append(proc)
-        log.info("started a Bio-Formats server (pid %d, log %s)", proc.pid, server_log)
+        # Not in the job log: whether this job started the server differs between runs.
         deadline = time.monotonic() + START_TIMEOUT_S
         while (sock := _connect(path)) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise IngestError(server_log, "the Bio-Formats server did not start")
+                raise ServiceError(server_log, "the Bio-Formats server did not start")
             time.sleep(0.05)
         return sock
 
@@ -262,7 +269,7 @@ class RemoteReader(SourceReader):
             _send(self._sock, request)
             reply, payload = _recv(self._sock)
         except OSError as exc:
-            raise IngestError(self.path, f"lost the Bio-Formats server ({exc})") from None
+            raise ServiceError(self.path, f"lost the Bio-Formats server ({exc})") from None
         if not reply["ok"]:
             raise IngestError(self.path, reply["problem"])
         return reply, payload
@@ -290,4 +297,27 @@ class RemoteReader(SourceReader):
         return np.frombuffer(payload, dtype=reply["dtype"]).reshape(reply["shape"])
 
     def close(self) -> None:
+        self._sock.close()
+
+
+class RemoteProber:
+    """Probes files (:func:`bioingest.probe.probe`) through the machine's Bio-Formats server."""
+
+    def __init__(self, *, jar: str | None = None, maven: str | None = None, heap_mb: int = 1024):
+        self._sock = connect(jar=jar, maven=maven, heap_mb=heap_mb)
+
+    def __call__(self, path: Path) -> Probe:
+        from bioingest.probe import Probe
+
+        try:
+            _send(self._sock, {"op": "probe", "path": str(path)})
+            reply, _ = _recv(self._sock)
+        except OSError as exc:
+            raise ServiceError(path, f"lost the Bio-Formats server ({exc})") from None
+        if not reply["ok"]:
+            raise IngestError(path, reply["problem"])
+        return Probe.from_json(reply["probe"])
+
+    def close(self) -> None:
+        """Disconnect (the server stays up for other clients)."""
         self._sock.close()

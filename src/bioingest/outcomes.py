@@ -1,0 +1,76 @@
+"""Which datasets of a run failed, at which step and why (``OUT/failed.tsv``).
+
+A dataset fails in the inventory (no reader can open it) or in ``convert`` (its pixels
+cannot be read: a corrupt tile, a truncated plane). Both are properties of the input, so
+they are recorded as outcomes and the run-level outputs go on for every other dataset;
+the file is retried once it changes. Anything else (a full disk, a kill, a time limit)
+fails the job itself, and Snakemake retries it on the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bioingest import atomic
+
+COLUMNS = ("dataset", "step", "file", "reason")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed dataset."""
+
+    dataset: str
+    step: str
+    file: str
+    reason: str
+
+
+def collect(inventory_json: Path, described: Iterable[Path]) -> list[Failure]:
+    """Failures recorded by the inventory and by ``convert`` (``{dataset}.source.json``)."""
+    data = json.loads(inventory_json.read_text(encoding="utf-8"))
+    failures = [
+        Failure(d["name"], "inventory", d["main"], d["failure"])
+        for d in data["datasets"]
+        if d["failure"]
+    ]
+    mains = {d["name"]: d["main"] for d in data["datasets"]}
+    for path in described:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        failure = record.get("failure")
+        if failure:
+            name = path.name.removesuffix(".source.json")
+            failures.append(Failure(name, failure["step"], mains.get(name, ""), failure["reason"]))
+    return sorted(failures, key=lambda f: f.dataset)
+
+
+def format_failures(failures: Iterable[Failure]) -> str:
+    """``failed.tsv``: a header, then one row per failed dataset."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for f in failures:
+        writer.writerow([f.dataset, f.step, f.file, f.reason])
+    return out.getvalue()
+
+
+def write_failures(path: Path, failures: Iterable[Failure]) -> None:
+    """Write ``failed.tsv`` atomically."""
+    atomic.write_text(path, format_failures(failures))
+
+
+def read_failures(path: Path) -> list[Failure]:
+    """Rows of ``failed.tsv``."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [Failure(**row) for row in csv.DictReader(fh, delimiter="\t")]
+
+
+def completed_datasets(failed_tsv: Path, names: Iterable[str]) -> list[str]:
+    """``names`` without the datasets ``failed_tsv`` lists, sorted."""
+    failed = {f.dataset for f in read_failures(failed_tsv)}
+    return sorted(n for n in names if n not in failed)

@@ -1,0 +1,33 @@
+# Group the input files into acquisitions as Bio-Formats does, hashing each file before
+# anything opens it. A checkpoint: the datasets, and so every later job, come from it.
+checkpoint inventory:
+    input:
+        sheet=sample_sheet,
+    output:
+        tsv=f"{OUT}/inventory.tsv",
+        json=INVENTORY,
+    log:
+        f"{OUT}/logs/inventory.log",
+    conda:
+        "../../envs/bioingest.yaml"
+    threads: 2
+    resources:
+        java_heap_mb=config["java_heap_mb"],
+        mem_mb=config["java_heap_mb"] + 512,
+    params:
+        source=inventory_source,
+        # Not used by the command: a new value (a file added, changed or removed) reruns it.
+        listing=LISTING,
+        cache=f"{OUT}/.cache/inventory.json",
+        exclude=excluded_output,
+        min_age=config["min_file_age_s"],
+        jar=config["bioformats_jar"],
+        maven=config["bioformats_maven"],
+        jvm_server=jvm_server_option(),
+    message:
+        "inventory: group the input files into acquisitions"
+    shell:
+        "bioingest inventory {params.source:q} --tsv {output.tsv:q} --json {output.json:q} "
+        "--cache {params.cache:q} {params.exclude} --min-age-s {params.min_age} "
+        "--threads {threads} --jar={params.jar:q} --maven={params.maven:q} "
+        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} --log {log:q}"
