@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bioingest.inventory import Dataset, discover
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
@@ -25,6 +28,12 @@ def manifest_rows() -> list[dict[str, str]]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@cache
+def real_datasets() -> tuple[Dataset, ...]:
+    """The real samples grouped into datasets by Bio-Formats (in this process, once)."""
+    return tuple(discover(REAL))
 
 
 @pytest.fixture(scope="session")

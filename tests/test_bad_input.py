@@ -15,7 +15,6 @@ import tifffile
 
 from bioingest.errors import IngestError
 from bioingest.integrity import check_structure
-from bioingest.inventory import discover
 from bioingest.readers import check_readable
 from conftest import BIN, run_workflow
 
@@ -82,18 +81,39 @@ def test_good_datasets_complete(bad_run: tuple[Path, Path, str]) -> None:
     np.testing.assert_array_equal(level0.squeeze(), expected)
 
 
+def test_run_level_outputs_cover_the_good_datasets(bad_run: tuple[Path, Path, str]) -> None:
+    _, out, console = bad_run
+    for deliverable in (
+        "summary/images.tsv",
+        "summary/qc.tsv",
+        "manifest-sha256.txt",
+        "bia-file-list.tsv",
+        "ro-crate-metadata.json",
+        "report.html",
+    ):
+        assert (out / deliverable).is_file(), deliverable
+    failed = (out / "failed.tsv").read_text(encoding="utf-8").splitlines()
+    assert failed[0] == "dataset\tstep\tfile\treason"
+    assert sorted(row.split("\t")[2] for row in failed[1:]) == sorted(BAD)
+    assert f"{len(BAD)} dataset(s) failed: see {out}/failed.tsv" in console
+    manifest = (out / "manifest-sha256.txt").read_text(encoding="utf-8")
+    assert "good/good.ome.zarr/zarr.json" in manifest
+    assert "Traceback" not in console
+
+
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_dataset_fails_with_one_line(bad_run: tuple[Path, Path, str], name: str) -> None:
     inputs, out, console = bad_run
-    dataset = {d.main.name: d.name for d in discover(inputs)}[name]
-    path = inputs / name
+    rows = [r.split("\t") for r in (out / "failed.tsv").read_text().splitlines()[1:]]
+    dataset, step, file, why = next(r for r in rows if r[2] == name)
+    assert (step, why) == ("inventory", reason(name, Path(name)))
     assert not (out / dataset / f"{dataset}.ome.zarr").exists()
     assert not (out / "intermediate" / f"{dataset}.zarr").exists()
-    log = (out / "logs" / dataset / "convert.log").read_text(encoding="utf-8")
-    errors = [line for line in log.splitlines() if line.startswith("ERROR")]
-    assert errors == [f"ERROR {path}: {reason(name, path)}"]
+    log = (out / "logs" / "inventory.log").read_text(encoding="utf-8")
+    errors = [line for line in log.splitlines() if line.startswith(f"ERROR {name}:")]
+    assert errors == [f"ERROR {name}: {reason(name, Path(name))}"]
     assert "Traceback" not in log
-    assert f"ERROR {path}: {reason(name, path)}" in console
+    assert f"FAILED {inputs / name}: {reason(name, Path(name))}" in console
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,17 @@ import pytest
 import zarr
 
 from bioingest.errors import IngestError
-from bioingest.inventory import discover
 from bioingest.java import jimport
 from bioingest.metadata import CHANNEL_COLUMNS, IMAGE_COLUMNS, build_record, load_study
-from conftest import BIN, REAL, REPO, manifest_rows, run_workflow
+from conftest import BIN, REAL, REPO, manifest_rows, real_datasets, run_workflow
 
 MAIN_ROWS = [r for r in manifest_rows() if not r["bioformats_format"].startswith("(companion")]
-MAINS = {d.main: d.name for d in discover(REAL)} if REAL.is_dir() else {}
+
+
+@cache
+def mains() -> dict[Path, str]:
+    """Main file -> dataset name of every real dataset."""
+    return {d.main: d.name for d in real_datasets()}
 
 
 def _um(length: Any) -> float | None:
@@ -45,11 +50,11 @@ def _record(out: Path, name: str) -> dict[str, Any]:
 def test_values_equal_bioformats(row: dict[str, str], real_run: Path, bioformats: Any) -> None:
     """Sizes, pixel type, physical sizes and channel names equal Bio-Formats' own getters."""
     path = REAL / row["file"]
-    if path not in MAINS:
+    if path not in mains():
         # Merged into another dataset (DICOM folder); test_real_samples checks ownership.
-        assert any(path in d.files for d in discover(REAL))
+        assert any(path in d.files for d in real_datasets())
         return
-    record = _record(real_run, MAINS[path])
+    record = _record(real_run, mains()[path])
     meta = bioformats(path).metadata
     assert len(record["series"]) == int(meta.getImageCount())
     for s, series in enumerate(record["series"]):
@@ -82,7 +87,7 @@ def test_tables(real_run: Path) -> None:
     channels = pd.read_csv(real_run / "summary" / "channels.tsv", sep="\t")
     assert list(images.columns) == IMAGE_COLUMNS
     assert list(channels.columns) == CHANNEL_COLUMNS
-    records = {d.name: _record(real_run, d.name) for d in discover(REAL)}
+    records = {d.name: _record(real_run, d.name) for d in real_datasets()}
     assert len(images) == sum(len(r["series"]) for r in records.values())
     assert len(channels) == sum(len(s["channels"]) for r in records.values() for s in r["series"])
     for stem, tsv in (("images", images), ("channels", channels)):

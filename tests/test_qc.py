@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from bioingest.inventory import discover
 from bioingest.qc import Thresholds, power_log_log_slope, run_qc
-from conftest import REAL, run_workflow
+from conftest import real_datasets, run_workflow
 
 SIZE = 240
 RNG = np.random.default_rng(42)
@@ -221,7 +220,7 @@ def test_fail_policy_stop(tmp_path: Path) -> None:
 
 
 def test_real_samples_sane(real_run: Path) -> None:
-    names = [d.name for d in discover(REAL)]
+    names = [d.name for d in real_datasets()]
     for name in names:
         qc = _qc(real_run, name)
         assert qc["status"] in ("pass", "warn", "fail")

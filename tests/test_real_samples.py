@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import zarr
 
-from bioingest.inventory import Dataset, discover
+from bioingest.inventory import Dataset
 from bioingest.java import jimport
-from conftest import REAL, manifest_rows
+from conftest import REAL, manifest_rows, real_datasets
 
 ROWS = manifest_rows()
 DIMS = re.compile(r"(\d+)x(\d+) Z(\d+) C(\d+) T(\d+)(?: rgb(\d+))?")
@@ -23,7 +23,7 @@ DIMS = re.compile(r"(\d+)x(\d+) Z(\d+) C(\d+) T(\d+)(?: rgb(\d+))?")
 @cache
 def datasets() -> dict[Path, Dataset]:
     """Every real file -> the dataset it belongs to."""
-    return {f: d for d in discover(REAL) for f in d.files}
+    return {f: d for d in real_datasets() for f in d.files}
 
 
 def image_paths(root: zarr.Group, count: int) -> list[str]:
@@ -68,7 +68,7 @@ def test_real_sample(row: dict[str, str], real_run: Path, bioformats: Any) -> No
     dataset = datasets()[path]
     if dataset.main != path:
         # Companion or merged file: part of exactly one dataset, never ingested on its own.
-        owners = [d for d in discover(REAL) if path in d.files]
+        owners = [d for d in real_datasets() if path in d.files]
         assert owners == [dataset]
         assert not (real_run / path.stem / f"{path.stem}.ome.zarr").exists() or (
             path.stem == dataset.name
@@ -128,7 +128,7 @@ def test_real_sample(row: dict[str, str], real_run: Path, bioformats: Any) -> No
 
 def test_one_store_per_dataset(real_run: Path) -> None:
     """56 datasets from 62 files: .ids companions and DICOM folders are not ingested twice."""
-    expected = sorted(d.name for d in discover(REAL))
+    expected = sorted(d.name for d in real_datasets())
     assert len(expected) == 56
     stores = sorted(p.parent.name for p in real_run.glob("*/*.ome.zarr"))
     assert stores == expected
@@ -138,17 +138,17 @@ def test_one_store_per_dataset(real_run: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "layout", "paths"),
     [
-        ("toxo", "image", [""]),
-        ("S3_1Pos_2Mosaic_T2Z3_CH2_sm", "bioformats2raw", ["0", "1", "2"]),
-        ("WellD6-7_S2", "plate", ["D/6/0", "D/7/0"]),
+        ("dv_toxo", "image", [""]),
+        ("czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm", "bioformats2raw", ["0", "1", "2"]),
+        ("czi_WellD6-7_S2", "plate", ["D/6/0", "D/7/0"]),
         # Two plates in one file: no single NGFF plate fits, so every series is kept as is.
         (
-            "6x4y1z1t1c8b-swatch-2s2p4w2ws.ome-v-Match",
+            "ome-tiff_6x4y1z1t1c8b-swatch-2s2p4w2ws.ome-v-Match",
             "bioformats2raw",
             [str(i) for i in range(22)],
         ),
-        ("dicom-wsi", "bioformats2raw", ["0", "1"]),
-        ("largeimg", "image", [""]),
+        ("dicom-wsi_boxes_0", "bioformats2raw", ["0", "1"]),
+        ("ome-tiff_largeimg", "image", [""]),
     ],
 )
 def test_layout(real_run: Path, name: str, layout: str, paths: list[str]) -> None:

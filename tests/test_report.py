@@ -9,8 +9,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from bioingest.inventory import discover
-from conftest import REAL, REPO, run_workflow
+from conftest import REAL, REPO, real_datasets, run_workflow
 
 ARTIFACTS = REPO / "test-artifacts"
 FLAGS = [
@@ -60,7 +59,7 @@ def test_report_renders_every_dataset(real_run: Path, tmp_path: Path) -> None:
     dom = chromium(report, tmp_path, "--dump-dom")
     assert dom.returncode == 0
     assert console_messages(dom.stderr) == []
-    names = sorted(d.name for d in discover(REAL))
+    names = sorted(d.name for d in real_datasets())
     rows = re.findall(r'<tr><td><a href="#ds-([^"]+)">', dom.stdout)
     assert rows == names
     for name in names:

@@ -147,11 +147,12 @@ def convert(
         if not record_failure or isinstance(exc, ServiceError):
             raise
         # Bad input: recorded as this dataset's outcome; the rest of the run goes on.
-        log.error("%s", exc)
+        problem = exc.problem.replace(f"{source.parent}{os.sep}", "")
+        log.error("%s: %s", source.name, problem)
         description = {
             "source": source.name,
             "bioingest_version": __version__,
-            "failure": {"step": "convert", "reason": exc.problem},
+            "failure": {"step": "convert", "reason": problem},
         }
         if zarr_path is not None:
             with atomic.atomic_dir(zarr_path) as tmp:

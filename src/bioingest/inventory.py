@@ -534,7 +534,8 @@ def _attribution(failed: dict[str, Probe]) -> dict[str, str]:
         owner = rel
         for head in heads:
             head_folder = head.rsplit("/", 1)[0] + "/" if "/" in head else ""
-            if failed[head].reader == p.reader and p.reader and folder.startswith(head_folder):
+            same = failed[head].reader == p.reader and p.reader not in ("", "?")
+            if same and folder.startswith(head_folder):
                 owner = head
                 break
         owners[rel] = owner
@@ -575,7 +576,8 @@ def group(
                 main=_relative(p.main, root),
                 used=tuple(sorted({_relative(u, root) for u in p.used})),
                 series_bytes=p.series_bytes,
-                error=p.error,
+                # Messages name files relative to the root: no machine path in any output.
+                error=p.error.replace(f"{root}{os.sep}", ""),
             )
         outside = [u for u in p.used if u.startswith("../") or u.startswith("/")]
         if outside and not p.error:
@@ -594,7 +596,7 @@ def group(
             failed[e.rel] = p
             continue
         new = _Group(
-            main=p.main if p.main in by_rel else e.rel,
+            main=_main(p, e.rel, by_rel),
             files={*p.used, e.rel} & by_rel.keys(),
             probe=p,
         )
@@ -618,6 +620,16 @@ def group(
         for f in lead.files:
             owner[f] = lead
     return groups, failed, probes, unknown
+
+
+def _main(p: Probe, opened: str, listed: Mapping[str, Entry]) -> str:
+    """The acquisition's main file: the one Bio-Formats reports as current, except that
+    a metadata file the reader was pointed at (``.nd``) wins over a TIFF it reports."""
+    current = p.main if p.main in listed else opened
+    if current != opened and current.lower().endswith(_PIXEL_SUFFIXES):
+        if not opened.lower().endswith(_PIXEL_SUFFIXES):
+            return opened
+    return current
 
 
 def _relative(path: str, root: Path) -> str:
@@ -1060,8 +1072,27 @@ def listing_fingerprint(config: Mapping[str, Any], *, base: Path | None = None) 
     entries, skipped = walk(root, exclude=output_inside(config, root, base=base))
     limit = time.time() - float(config.get("min_file_age_s", 0))
     young = [e.rel for e in entries if e.mtime_ns / 1e9 > limit]
-    extra = json.dumps([young, sorted(skipped)])
+    # The output folder appears once the run starts: not a change of the inputs.
+    extra = json.dumps([young, sorted(s for s in skipped if s[1] != IN_OUTPUT)])
     if config.get("samples"):
         sheet = Path(os.path.normpath(((base or Path.cwd()) / config["samples"]).absolute()))
         extra += hashlib.sha256(sheet.read_bytes()).hexdigest()
     return fingerprint(entries, extra=extra)
+
+
+def discover(
+    root: Path, *, exclude: Path | None = None, min_age_s: float = 0.0, heap_mb: int = 1024
+) -> list[Dataset]:
+    """Every dataset below ``root``, opening files with Bio-Formats in this process.
+
+    The workflow runs :func:`build` as a job of its own (``bioingest inventory``); this
+    is the same grouping for scripts and notebooks.
+    """
+    from bioingest.java import start_jvm
+    from bioingest.probe import probe
+
+    start_jvm(heap_mb=heap_mb)
+    root = Path(os.path.normpath(root.absolute()))
+    if not root.is_dir():
+        raise IngestError(root, "input_dir is not a folder")
+    return build(root, open_file=probe, exclude=exclude, min_age_s=min_age_s).datasets

@@ -343,7 +343,7 @@ def report_failures():
 
     failures = read_failures(Path(FAILED)) if Path(FAILED).is_file() else []
     for f in failures:
-        print(f"FAILED {f.dataset} ({f.step}): {f.reason}", file=sys.stderr)
+        print(f"FAILED {INPUT_ROOT / f.file}: {f.reason}", file=sys.stderr)
     if failures:
         print(
             f"{len(failures)} dataset(s) failed: see {FAILED} and {OUT}/report.html",
