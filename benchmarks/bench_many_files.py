@@ -2,11 +2,11 @@
 
 The baseline converts the same files in one Python process with one JVM (``convert`` called
 in a loop): the least any tool must spend per file. The workflow runs every file through
-its own jobs (fixity, convert, pyramid, metadata, qc), so each file costs five processes;
+its own jobs (convert, pyramid, metadata, qc), after one inventory job that groups them;
 Bio-Formats files are read through one JVM per machine (``jvm_server: true``, the default)
-or one JVM per job (``jvm_server=False``). JVM starts are counted from the job logs: the
-``JVM started`` lines of jobs with their own JVM, and the ``started a Bio-Formats server``
-lines of jobs that had to start the machine's server.
+or one JVM per job (``jvm_server=False``). JVM starts are counted from the logs: the
+``JVM started`` lines of jobs with their own JVM, and the start lines in the log of the
+machine's server (next to its socket).
 
 Usage: ``python benchmarks/bench_many_files.py [--files 100] [--cores 2]``.
 """
@@ -51,7 +51,12 @@ def baseline(paths: list[Path], work: Path) -> float:
     """Seconds to convert every file in this process (one JVM, no workflow)."""
     start = time.perf_counter()
     for i, path in enumerate(paths):
-        convert(path, zarr_path=work / f"{i}.zarr", ome_xml_path=work / f"{i}.ome.xml")
+        convert(
+            path,
+            zarr_path=work / f"{i}.zarr",
+            ome_xml_path=work / f"{i}.ome.xml",
+            single_file=True,
+        )
     return time.perf_counter() - start
 
 
@@ -72,6 +77,7 @@ def workflow(inputs: Path, out: Path, cores: int, jvm_server: bool) -> tuple[flo
             f"input_dir={inputs}",
             f"output_dir={out}",
             f"jvm_server={jvm_server}",
+            "min_file_age_s=0",
         ],
         cwd=out.parent,
         env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
@@ -80,8 +86,11 @@ def workflow(inputs: Path, out: Path, cores: int, jvm_server: bool) -> tuple[flo
         stderr=subprocess.DEVNULL,
     )
     seconds = time.perf_counter() - start
-    logs = [log.read_text(encoding="utf-8") for log in out.glob("logs/*/*.log")]
-    jvms = sum(t.count("JVM started") + t.count("started a Bio-Formats server") for t in logs)
+    logs = [log.read_text(encoding="utf-8") for log in out.glob("logs/**/*.log")]
+    servers = [log.read_text(encoding="utf-8") for log in runtime.glob("*/jvm-*.log")]
+    jvms = sum(t.count("JVM started") for t in logs) + sum(
+        t.count("server listening on") for t in servers
+    )
     return seconds, jvms
 
 

@@ -105,7 +105,7 @@ def test_run_level_outputs_cover_the_good_datasets(bad_run: tuple[Path, Path, st
 def test_bad_dataset_fails_with_one_line(bad_run: tuple[Path, Path, str], name: str) -> None:
     inputs, out, console = bad_run
     rows = [r.split("\t") for r in (out / "failed.tsv").read_text().splitlines()[1:]]
-    dataset, step, file, why = next(r for r in rows if r[2] == name)
+    dataset, step, _, why = next(r for r in rows if r[2] == name)
     assert (step, why) == ("inventory", reason(name, Path(name)))
     assert not (out / dataset / f"{dataset}.ome.zarr").exists()
     assert not (out / "intermediate" / f"{dataset}.zarr").exists()

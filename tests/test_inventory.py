@@ -319,7 +319,19 @@ REAL_EXTRA = {
     "cellomics-c01": (1, 0, 1),
     "mrc-emdb-3001": (1, 0, 1),
     "gatan-dm3-stem": (1, 0, 1),
+    "mrc-emdb-3197": (1, 0, 1),
+    "aperio-svs-cmu1-jpeg": (1, 0, 1),
+    "hamamatsu-ndpi": (1, 0, 1),
+    "fei-sem-tiff": (1, 0, 1),
+    "zeiss-sem-leo-tiff": (1, 0, 1),
+    "tiff-float32-dm-stack": (1, 0, 1),
 }
+
+
+def test_every_real_extra_set_is_covered() -> None:
+    # The Micro-Manager set is gzipped upstream: the multifile fixture unpacks it.
+    folders = {p.name for p in EXTRA.iterdir() if p.is_dir()}
+    assert folders == {*REAL_EXTRA, "micromanager14-mmstack-4pos-gz"}
 
 
 @pytest.mark.parametrize("folder", sorted(REAL_EXTRA))
@@ -341,6 +353,26 @@ def test_real_extra_sets(folder: str) -> None:
         assert main == {"vsi-ets-test-jpg2k.vsi"}
     if folder == "yokogawa-cv8000-plate":
         assert {m.rsplit(".", 1)[1] for m in main} == {"wpi"}
+
+
+def test_sample_sheet_main_takes_its_used_files(tmp_path: Path) -> None:
+    from bioingest.inventory import read_sheet, sheet_root
+
+    companion = EXTRA / "ometiff-companion-binaryonly"
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"dataset\tpath\nz3\t{companion / 'multifile-Z3.ome.tiff'}\n")
+    rows = read_sheet(sheet)
+    from bioingest.java import start_jvm
+    from bioingest.probe import probe
+
+    start_jvm()
+    inv = build(sheet_root(rows, sheet), open_file=probe, sheet=rows)
+    [d] = inv.datasets
+    assert d.name == "z3"
+    assert d.main == companion / "multifile-Z3.ome.tiff"
+    assert sorted(f.name for f in d.files) == sorted(
+        p.name for p in companion.iterdir() if p.suffix in (".ome", ".tiff")
+    )
 
 
 # -- the workflow --------------------------------------------------------------------

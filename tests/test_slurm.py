@@ -58,9 +58,10 @@ def test_slurm_profile_matches_local_run(cluster: Path, real_dir: Path, tmp_path
         tmp_path / "work-slurm", {"samples": sheet, "output_dir": out}, extra=PROFILE
     )
     ids = slurm_job_ids(proc.stdout + proc.stderr)
-    # One group job per dataset (its five steps), plus report and manifest; the other
-    # run-level rules are local rules.
-    assert len(ids) == len(SAMPLES) + 2, proc.stderr[-3000:]
+    # The inventory; per dataset its conversion, then one group job of pyramid, metadata
+    # and qc (after the outcomes checkpoint); report and manifest. The other run-level
+    # rules are local rules.
+    assert len(ids) == 1 + 2 * len(SAMPLES) + 2, proc.stderr[-3000:]
     assert all(job_state(i) == "COMPLETED" for i in ids)
     assert (out / "manifest-sha256.txt").read_bytes() == (
         local / "manifest-sha256.txt"
@@ -100,13 +101,13 @@ def test_slurm_splits_a_multi_series_file(cluster: Path, real_dir: Path, tmp_pat
     text = proc.stdout + proc.stderr
     ids = slurm_job_ids(text)
     assert all(job_state(i) == "COMPLETED" for i in ids)
-    # Each series is converted by a SLURM job of its own. The ingest group falls apart
-    # around the split steps: fixity, then pyramid+metadata+qc, each one job.
+    # Each series is converted by a SLURM job of its own: convert the first, convert_part
+    # the others.
     part_logs = (tmp_path / "work-slurm" / ".snakemake" / "slurm_logs").glob(
         "rule_convert_part/*/*.log"
     )
-    assert sorted(log.parent.name for log in part_logs) == ["mosaic_0", "mosaic_1", "mosaic_2"]
-    assert len(ids) == 1 + 1 + 3 + 1 + 1 + 2, text[-3000:]
+    assert sorted(log.parent.name for log in part_logs) == ["mosaic_1", "mosaic_2"]
+    assert len(ids) == 1 + 1 + 2 + 1 + 1 + 2, text[-3000:]
     lines = [(folder / "manifest-sha256.txt").read_text().splitlines() for folder in (local, out)]
     assert [x for x in lines[1] if "  logs/" not in x] == [
         x for x in lines[0] if "  logs/" not in x

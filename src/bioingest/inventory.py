@@ -1066,17 +1066,21 @@ def listing_fingerprint(config: Mapping[str, Any], *, base: Path | None = None) 
     exactly when a file appears, goes or changes, or ages past ``min_file_age_s``.
     """
     root = input_root(config, base=base)
-    if "://" in config.get("input_dir", "") and not config.get("samples"):
+    if config.get("samples"):
+        sheet = Path(os.path.normpath(((base or Path.cwd()) / config["samples"]).absolute()))
+        entries = _walk_sheet(root, [main for _, main, _ in read_sheet(sheet)])
+        skipped: list[tuple[str, str]] = []
+        extra = hashlib.sha256(sheet.read_bytes()).hexdigest()
+    elif "://" in config["input_dir"]:
         _, entries = list_remote(config["input_dir"])
         return fingerprint(entries)
-    entries, skipped = walk(root, exclude=output_inside(config, root, base=base))
+    else:
+        entries, skipped = walk(root, exclude=output_inside(config, root, base=base))
+        extra = ""
     limit = time.time() - float(config.get("min_file_age_s", 0))
     young = [e.rel for e in entries if e.mtime_ns / 1e9 > limit]
     # The output folder appears once the run starts: not a change of the inputs.
-    extra = json.dumps([young, sorted(s for s in skipped if s[1] != IN_OUTPUT)])
-    if config.get("samples"):
-        sheet = Path(os.path.normpath(((base or Path.cwd()) / config["samples"]).absolute()))
-        extra += hashlib.sha256(sheet.read_bytes()).hexdigest()
+    extra += json.dumps([young, sorted(s for s in skipped if s[1] != IN_OUTPUT)])
     return fingerprint(entries, extra=extra)
 
 

@@ -51,8 +51,9 @@ wildcard_constraints:
 
 def inventory():
     """The inventory, once its job has run (checkpoint)."""
-    checkpoints.inventory.get()
-    return load(Path(INVENTORY), root=INPUT_ROOT)
+    # The checkpoint's own path: a local copy when outputs live in remote storage.
+    done = checkpoints.inventory.get()
+    return load(Path(str(done.output.json)), root=INPUT_ROOT)
 
 
 def dataset(name):
@@ -267,8 +268,8 @@ def described(wildcards):
 
 def completed():
     """Names of this run's datasets that converted (sorted)."""
-    checkpoints.outcomes.get()
-    return completed_datasets(Path(FAILED), [d.name for d in inventory().ok])
+    failed = checkpoints.outcomes.get().output[0]
+    return completed_datasets(Path(str(failed)), [d.name for d in inventory().ok])
 
 
 def dataset_records(wildcards):
