@@ -115,6 +115,7 @@ def test_killed_workflow_resumes(tmp_path: Path, kill: str) -> None:
         "--config",
         f"input_dir={inputs}",
         f"output_dir={out}",
+        "min_file_age_s=0",
     ]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(

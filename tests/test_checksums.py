@@ -93,6 +93,73 @@ def test_reruns_are_byte_identical(runs: tuple[Path, Path]) -> None:
     assert verify(b, "--against", a / "manifest-sha256.txt").returncode == 0
 
 
+def test_no_machine_details_in_listed_files(runs: tuple[Path, Path], inputs: Path) -> None:
+    """No PID, host, time or absolute path in any file the manifest lists."""
+    import re
+    import socket
+
+    stamp = re.compile(rb"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}|\bpid\b")
+    for out in runs:
+        entries = read_manifest(out / "manifest-sha256.txt")
+        assert "inventory.tsv" in entries and "logs/inventory.log" in entries
+        for rel in entries:
+            if ".ome.zarr/" in rel and not rel.endswith((".json", ".xml")):
+                continue  # chunks
+            data = (out / rel).read_bytes()
+            for needle in (str(out), str(inputs), str(out.parent), socket.gethostname()):
+                assert needle.encode() not in data, (rel, needle)
+            assert not stamp.search(data), rel
+
+
+def test_stale_dataset_folder_is_not_listed(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A folder an earlier run left in a reused OUT is in no run-level output."""
+    a, _ = runs
+    reused = tmp_path / "reused"
+    shutil.copytree(a, reused, symlinks=True)
+    stale = reused / "gone"
+    shutil.copytree(reused / "toxo", stale)
+    (stale / "metadata.json").write_text(
+        (stale / "metadata.json").read_text().replace('"toxo"', '"gone"'), encoding="utf-8"
+    )
+    records = sorted(p for p in reused.glob("*/metadata.json") if p.parent.name != "gone")
+    proc = subprocess.run(
+        [
+            str(BIN / "bioingest"),
+            "provenance",
+            "bia-list",
+            str(reused),
+            "--records",
+            *map(str, records),
+            "--out",
+            str(tmp_path / "bia.tsv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "gone" not in (tmp_path / "bia.tsv").read_text(), proc.stderr
+    outputs = [p.parent / f"{p.parent.name}.ome.zarr" for p in records]
+    subprocess.run(
+        [
+            str(BIN / "bioingest"),
+            "checksum",
+            "manifest",
+            str(reused),
+            "--outputs",
+            *map(str, [*outputs, *records]),
+            "--out",
+            str(tmp_path / "manifest.txt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    listed = read_manifest(tmp_path / "manifest.txt")
+    assert "toxo/toxo.ome.zarr/zarr.json" in listed
+    assert not [rel for rel in listed if rel.startswith(("gone/", "logs/gone/"))]
+    # verify looks at this run's datasets only.
+    assert verify(reused).stdout == ""
+
+
 def test_pixel_hash_recorded(runs: tuple[Path, Path]) -> None:
     record = json.loads((runs[0] / "toxo" / "metadata.json").read_text(encoding="utf-8"))
     level0 = zarr.open_group(runs[0] / "toxo" / "toxo.ome.zarr", mode="r")["0"][:]
@@ -201,7 +268,16 @@ def test_sources_rechecked(copy: Path, inputs: Path, tmp_path: Path) -> None:
         f"source changed: {sources / 'toxo.dv'}"
     ]
     manifest = subprocess.run(
-        [str(BIN / "bioingest"), "checksum", "manifest", str(copy), "--sources-root", str(sources)],
+        [
+            str(BIN / "bioingest"),
+            "checksum",
+            "manifest",
+            str(copy),
+            "--sources-root",
+            str(sources),
+            "--fixity",
+            *map(str, sorted(copy.glob("*/source-sha256.txt"))),
+        ],
         capture_output=True,
         text=True,
     )

@@ -55,7 +55,7 @@ def test_convert_failure_is_recorded_and_retried_when_fixed(tmp_path: Path) -> N
     assert failure.reason.startswith("corrupt"), failure.reason
     assert f"FAILED {inputs / 'damaged.ome.tif'}: {failure.reason}" in console
     assert "Traceback" not in console
-    assert not (out / "damaged" / "damaged.ome.zarr").exists()
+    assert not (out / "damaged" / "damaged.ome.zarr" / "zarr.json").exists()
     manifest = (out / "manifest-sha256.txt").read_text(encoding="utf-8")
     assert "good/good.ome.zarr/zarr.json" in manifest
     assert "damaged/" not in manifest

@@ -61,6 +61,8 @@ def test_split_workflow_matches_whole_conversion(real_dir: Path, tmp_path: Path)
     )
     assert manifest_without_logs(parts) == manifest_without_logs(whole)
     for name, (_, count) in SAMPLES.items():
+        if count == 1:
+            continue  # one series: nothing to split
         logs = parts / "logs" / name
         # convert writes the first part, convert_part jobs the others.
         jobs = sorted(p.name for p in logs.glob("convert_part*.log"))

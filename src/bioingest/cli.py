@@ -97,7 +97,13 @@ def _cmd_assemble(args: argparse.Namespace) -> None:
 
 
 def _cmd_pyramid(args: argparse.Namespace) -> None:
+    from bioingest.outcomes import recorded_failure, write_failed_store
     from bioingest.pyramid import StoreOptions, build
+
+    if failure := recorded_failure(args.source_json):
+        write_failed_store(args.out, failure)
+        log.info("pyramid %s: not converted, nothing to write", args.out.name)
+        return
 
     opts = StoreOptions(
         version=args.ngff_version,
@@ -126,12 +132,24 @@ def _cmd_checksum(args: argparse.Namespace) -> None:
         return
     (out_dir,) = args.paths
     problems = []
+    failed = set()
+    if args.failed is not None:
+        from bioingest.outcomes import read_failures
+
+        failed = {f.dataset for f in read_failures(args.failed)}
+    outputs = [p for p in args.outputs if _dataset_of(p, out_dir) not in failed]
     if args.sources_root is not None:
-        for fixity in args.fixity:
+        for fixity in (f for f in args.fixity if _dataset_of(f, out_dir) not in failed):
             problems += checksum.check_sources(fixity, root=args.sources_root, threads=args.threads)
     if problems:
         raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
-    checksum.write_manifest(out_dir, args.outputs, out=args.out, threads=args.threads)
+    checksum.write_manifest(out_dir, outputs, out=args.out, threads=args.threads)
+
+
+def _dataset_of(path: Path, out_dir: Path) -> str:
+    """The first folder of ``path`` below ``out_dir`` (a dataset's name, or '')."""
+    parts = path.relative_to(out_dir).parts
+    return parts[0] if len(parts) > 1 else ""
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -208,7 +226,12 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
 
     from bioingest import atomic
     from bioingest.metadata import build_record, load_study
+    from bioingest.outcomes import failure_record, recorded_failure
 
+    if args.out and (failure := recorded_failure(args.source_json)):
+        atomic.write_text(args.out, failure_record(args.dataset or "", failure))
+        log.info("metadata %s: not converted, no record", args.dataset)
+        return
     xml, info = _ome_xml_of(args.source)
     if args.source_json:
         info = json.loads(args.source_json.read_text(encoding="utf-8"))
@@ -255,7 +278,16 @@ def _cmd_tables(args: argparse.Namespace) -> None:
 
 
 def _cmd_qc(args: argparse.Namespace) -> int:
+    from bioingest import atomic
+    from bioingest.outcomes import failure_record, recorded_failure
     from bioingest.qc import Thresholds, run_qc
+
+    if failure := recorded_failure(args.source_json):
+        name = args.store.name.removesuffix(".ome.zarr")
+        atomic.write_text(args.out, failure_record(name, failure))
+        args.thumbnails.mkdir(parents=True, exist_ok=True)
+        log.info("qc %s: not converted, nothing to check", name)
+        return 0
 
     thresholds = Thresholds(
         **{k: getattr(args, k) for k in Thresholds.__dataclass_fields__ if hasattr(args, k)}
@@ -544,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="qc.json to write")
     p.add_argument("--thumbnails", type=Path, required=True, help="folder for PNG thumbnails")
     p.add_argument(
+        "--source-json",
+        type=Path,
+        help="convert's description: a recorded failure writes a failure record instead",
+    )
+    p.add_argument(
         "--fail-policy",
         choices=["report", "stop"],
         default="report",
@@ -584,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("intermediate", type=Path, help="store written by 'bioingest convert'")
     p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML written by convert")
     p.add_argument("--out", type=Path, required=True, help="final .ome.zarr folder")
+    p.add_argument(
+        "--source-json",
+        type=Path,
+        help="convert's description: a recorded failure writes a note instead of a store",
+    )
     p.add_argument("--name", default="", help="dataset name (default: from --out)")
     p.add_argument(
         "--ngff-version",
@@ -661,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="source-sha256.txt files whose sources are re-checked (manifest)",
     )
+    p.add_argument("--failed", type=Path, help="failed.tsv: these datasets are left out (manifest)")
     p.add_argument("--out", type=Path, help="file to write")
     p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
     p.add_argument("--log", type=Path, help="also write messages to this file")

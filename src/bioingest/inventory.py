@@ -626,9 +626,9 @@ def _main(p: Probe, opened: str, listed: Mapping[str, Entry]) -> str:
     """The acquisition's main file: the one Bio-Formats reports as current, except that
     a metadata file the reader was pointed at (``.nd``) wins over a TIFF it reports."""
     current = p.main if p.main in listed else opened
-    if current != opened and current.lower().endswith(_PIXEL_SUFFIXES):
-        if not opened.lower().endswith(_PIXEL_SUFFIXES):
-            return opened
+    pixel = current.lower().endswith(_PIXEL_SUFFIXES)
+    if current != opened and pixel and not opened.lower().endswith(_PIXEL_SUFFIXES):
+        return opened
     return current
 
 

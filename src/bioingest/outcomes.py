@@ -74,3 +74,32 @@ def completed_datasets(failed_tsv: Path, names: Iterable[str]) -> list[str]:
     """``names`` without the datasets ``failed_tsv`` lists, sorted."""
     failed = {f.dataset for f in read_failures(failed_tsv)}
     return sorted(n for n in names if n not in failed)
+
+
+def recorded_failure(source_json: Path | None) -> dict[str, str] | None:
+    """The failure ``convert`` recorded in ``{dataset}.source.json``, if any."""
+    if source_json is None or not source_json.is_file():
+        return None
+    failure = json.loads(source_json.read_text(encoding="utf-8")).get("failure")
+    return dict(failure) if failure else None
+
+
+def failure_record(dataset: str, failure: dict[str, str]) -> str:
+    """The JSON a later stage writes for a dataset whose conversion failed."""
+    return json.dumps({"dataset": dataset, "failure": failure}, indent=2) + "\n"
+
+
+def write_failed_store(store: Path, failure: dict[str, str]) -> None:
+    """A store folder with only a note in it: what a reader opening it should know."""
+    with atomic.atomic_dir(store) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "NOT-CONVERTED.txt").write_text(
+            f"Not converted ({failure['step']}): {failure['reason']}\n"
+            "This folder holds no image; see failed.tsv in the output folder.\n",
+            encoding="utf-8",
+        )
+
+
+def is_failure_record(path: Path) -> bool:
+    """True for a ``metadata.json`` or ``qc.json`` of a dataset that failed."""
+    return "failure" in json.loads(path.read_text(encoding="utf-8"))

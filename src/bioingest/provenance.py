@@ -133,6 +133,8 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
     rows = ["Files\tDataset\tType\tFormat\tOrganism\tImaging method"]
     for record_path in sorted(records):
         record = json.loads(record_path.read_text(encoding="utf-8"))
+        if "failure" in record:  # not converted: nothing to deposit
+            continue
         name = record["dataset"]
         rows.append(f"{name}/{name}.ome.zarr\t{name}\timage\tOME-Zarr\t{organism}\t{method}")
         rows.append(f"{name}/{name}.ome.xml\t{name}\tmetadata\tOME-XML\t{organism}\t{method}")

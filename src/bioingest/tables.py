@@ -53,7 +53,9 @@ def write_qc_table(reports: Iterable[Path], out_dir: Path) -> None:
 
     rows: list[dict[str, Any]] = []
     for path in sorted(reports):
-        rows.extend(qc_rows(json.loads(path.read_text(encoding="utf-8"))))
+        report = json.loads(path.read_text(encoding="utf-8"))
+        if "failure" not in report:  # a dataset that was not converted has no rows
+            rows.extend(qc_rows(report))
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = _frame(rows, QC_COLUMNS)
     atomic.write_text(
@@ -75,6 +77,8 @@ def write_metadata_tables(records: Iterable[Path], out_dir: Path) -> None:
     channels: list[dict[str, Any]] = []
     for path in sorted(records):
         record = json.loads(path.read_text(encoding="utf-8"))
+        if "failure" in record:  # a dataset that was not converted has no rows
+            continue
         images.extend(metadata.image_rows(record))
         channels.extend(metadata.channel_rows(record))
     out_dir.mkdir(parents=True, exist_ok=True)

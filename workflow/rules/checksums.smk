@@ -26,6 +26,7 @@ rule bia_file_list:
 rule manifest:
     input:
         outputs=deliverables,
+        failed=FAILED,
         fixity=source_fixities,
         sources=all_sources,
     output:
@@ -42,8 +43,8 @@ rule manifest:
         "manifest: re-check the sources, then SHA-256 of every output file"
     shell:
         "bioingest checksum manifest {params.out_dir:q} --outputs {input.outputs:q} "
-        "--fixity {input.fixity:q} --sources-root {params.root:q} --threads {threads} "
-        "--out {output:q} --log {log:q}"
+        "--fixity {input.fixity:q} --failed {input.failed:q} --sources-root {params.root:q} "
+        "--threads {threads} --out {output:q} --log {log:q}"
 
 
 rule provenance:

@@ -13,7 +13,6 @@ from snakemake.utils import validate
 from bioingest.convert import split
 from bioingest.errors import IngestError
 from bioingest.inventory import input_root, listing_fingerprint, load, output_inside
-from bioingest.outcomes import completed_datasets
 from bioingest.resources import (
     convert_estimate,
     image_estimate,
@@ -257,51 +256,48 @@ def qc_options(wildcards):
 
 
 # -- what this run delivers -----------------------------------------------------------
-# Datasets whose conversion failed on bad input are recorded in failed.tsv (checkpoint
-# outcomes); the run-level outputs cover every other dataset of this run's inventory.
+# Every dataset the inventory could open goes through every stage. One whose pixels could
+# not be read (bad input) is recorded by convert; its later stages write failure records
+# only, and the run-level verbs leave it out (failed.tsv lists it).
+
+
+def _ok_names():
+    return sorted(d.name for d in inventory().ok)
 
 
 def described(wildcards):
     """source.json of every dataset the inventory could open."""
-    return [f"{OUT}/{d.name}/{d.name}.source.json" for d in inventory().ok]
-
-
-def completed():
-    """Names of this run's datasets that converted (sorted)."""
-    failed = checkpoints.outcomes.get().output[0]
-    return completed_datasets(Path(str(failed)), [d.name for d in inventory().ok])
+    return [f"{OUT}/{name}/{name}.source.json" for name in _ok_names()]
 
 
 def dataset_records(wildcards):
-    """metadata.json of every completed dataset."""
-    return [f"{OUT}/{name}/metadata.json" for name in completed()]
+    """metadata.json of every dataset."""
+    return [f"{OUT}/{name}/metadata.json" for name in _ok_names()]
 
 
 def qc_reports(wildcards):
-    """qc.json of every completed dataset."""
-    return [f"{OUT}/{name}/qc.json" for name in completed()]
+    """qc.json of every dataset."""
+    return [f"{OUT}/{name}/qc.json" for name in _ok_names()]
 
 
 def stores(wildcards):
-    """The final store of every completed dataset."""
-    return [f"{OUT}/{name}/{name}.ome.zarr" for name in completed()]
+    """The final store of every dataset."""
+    return [f"{OUT}/{name}/{name}.ome.zarr" for name in _ok_names()]
 
 
 def source_fixities(wildcards):
-    """source-sha256.txt of every completed dataset."""
-    return [f"{OUT}/{name}/source-sha256.txt" for name in completed()]
+    """source-sha256.txt of every dataset."""
+    return [f"{OUT}/{name}/source-sha256.txt" for name in _ok_names()]
 
 
 def all_sources(wildcards):
-    """Every source file of every completed dataset."""
-    done = set(completed())
-    inv = inventory()
-    return [_source(d, f) for d in inv.ok if d.name in done for f in sorted(d.files)]
+    """Every source file of every dataset."""
+    return [_source(d, f) for d in inventory().ok for f in sorted(d.files)]
 
 
 def dataset_names(wildcards):
-    """Every completed dataset's name, quoted for the shell."""
-    return " ".join(shlex.quote(name) for name in completed())
+    """Every dataset's name, quoted for the shell."""
+    return " ".join(shlex.quote(name) for name in _ok_names())
 
 
 def run_tables(wildcards):
@@ -314,7 +310,7 @@ def run_tables(wildcards):
 
 
 def deliverables(wildcards):
-    """Every output the manifest covers."""
+    """Every output the manifest covers (it leaves out the datasets failed.tsv lists)."""
     return (
         stores(wildcards)
         + dataset_records(wildcards)

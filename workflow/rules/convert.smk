@@ -88,9 +88,9 @@ rule assemble:
         "--source-json {input.source_json:q} --zarr {output:q} --log {log:q}"
 
 
-# Which datasets could not be converted (bad input), with the inventory's failures:
-# everything after this covers the others.
-checkpoint outcomes:
+# Which datasets failed on bad input: the inventory's failures and those convert recorded.
+# Later stages of such a dataset write only a failure record; run-level outputs skip it.
+rule outcomes:
     input:
         inventory=INVENTORY,
         described=described,

@@ -25,6 +25,7 @@ rule pyramid:
         "pyramid {wildcards.dataset}: write the final OME-Zarr with multiscale levels"
     shell:
         "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
+        "--source-json {input.source_json:q} "
         "--name {wildcards.dataset:q} --ngff-version {params.ngff_version:q} "
         "--chunk-size {params.chunk_size} --shard-chunks {params.shard_chunks} "
         "--compression-level {params.compression_level} --method {params.method:q} "

@@ -26,7 +26,8 @@ rule qc:
         "qc {wildcards.dataset}: metrics, pass/warn/fail flags and thumbnails"
     shell:
         "bioingest qc {input.intermediate:q} --metadata {input.metadata:q} "
-        "--store {input.store:q} --out {output.qc:q} --thumbnails {output.thumbnails:q} "
+        "--store {input.store:q} --source-json {input.source_json:q} "
+        "--out {output.qc:q} --thumbnails {output.thumbnails:q} "
         "{params.options} --log {log:q}"
 
 
