@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from bioingest.inventory import discover
 from bioingest.progress import Progress
 from bioingest.qc import Thresholds, _series_qc, power_log_log_slope, run_qc
 from bioingest.qc_histogram import MAX_BINS, Histogram
-from conftest import REAL, run_workflow
+from conftest import REAL, REPO, run_workflow
 
 SIZE = 240
 RNG = np.random.default_rng(42)
@@ -386,3 +388,18 @@ def test_histogram_bins_are_bounded() -> None:
     hist.add(np.array([0, 4_000_000_000, 2_000_000_000], dtype=np.uint32))
     assert hist.counts.sum() == 3 and hist.counts[0] == 1 and hist.counts[-1] == 1
     assert Histogram.for_range(-5.0, 5.0, integer=True).counts.size == 11
+
+
+@pytest.mark.slow
+def test_calibration_table_is_current() -> None:
+    """docs/qc.md's calibration table is what benchmarks/qc_calibration.py generates now
+    (every real file through convert, pyramid, metadata and run_qc, about a minute)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "qc_calibration.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "docs/qc.md up to date\n"
