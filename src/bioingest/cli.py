@@ -278,6 +278,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
     if args.datasets_file:
         lines = args.datasets_file.read_text(encoding="utf-8").splitlines()
         datasets += [line.split("\t")[0] for line in lines if line.strip()]
+    if not datasets:
+        raise SystemExit("bioingest report: give --datasets or --datasets-file")
     failed = read_failed(args.failed) if args.failed else None
     # No output path in the log: logs are outputs too and must not differ between folders.
     target = write_report(args.out_dir, datasets, out=args.out, failed=failed)
