@@ -307,6 +307,23 @@ def test_mosaic_padding_is_not_clipping() -> None:
     assert ch["reasons"]["uniformity"] == "padding in the field: regions are not comparable"
 
 
+def test_empty_corner_has_no_uniformity() -> None:
+    """A deskewed light-sheet volume: a triangle of zeros whose edge meets dim data (no gap
+    above zero, so not padding), leaving part of the field empty."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 2000, (1, SIZE, SIZE)).astype(np.uint16)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    data[0][yy + xx < SIZE // 2] = 0
+    ch = measure(data)
+    empty = ch["empty_fraction"]
+    assert 0.1 < empty < float((data == 0).mean())
+    assert ch["checks"]["uniformity"] == "n/a"
+    assert ch["reasons"]["uniformity"] == (
+        f"{100 * empty:.3g} % of the field is empty (cells all 0): regions are not comparable"
+    )
+    assert ch["checks"]["zero_clipping"] == "pass"
+
+
 def test_background_subtracted_floor_is_not_clipping() -> None:
     """Bright cells on a background whose noise was subtracted to a floor of zeros."""
     background = RNG.normal(100, 20, (SIZE, SIZE))
@@ -370,7 +387,9 @@ def test_wide_pixel_types(dtype: str) -> None:
         assert ch["reasons"]["saturation"] == "floating-point data have no detector maximum"
         assert ch["reasons"]["zero_clipping"].startswith("values below zero")
     else:
-        assert ch["reasons"]["bit_depth"] == "32-bit integers without SignificantBits"
+        assert ch["reasons"]["bit_depth"] == (
+            "32-bit integers, no detector bit depth (SignificantBits unknown)"
+        )
 
 
 def test_small_integer_range_keeps_exact_quantiles() -> None:

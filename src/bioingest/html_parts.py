@@ -31,7 +31,8 @@ border-radius:.6rem;color:#fff;font-size:.8rem}b.p{background:#1a7f37}b.w{backgr
 b.f{background:#c62828}b.n{background:#6e7781}.series{display:flex;flex-wrap:wrap;gap:1.5rem}
 figure{margin:0}figcaption{font-size:.8rem;color:#57606a}.reason{color:#c62828}
 img.thumb{image-rendering:pixelated;border:1px solid #d0d7de;max-width:256px}
-code{font-size:.8rem;background:#f6f8fa;padding:0 .2rem}.note{color:#57606a;font-size:.85rem}
+code{font-size:.8rem;background:#f6f8fa;padding:0 .2rem;word-break:break-all}
+.note{color:#57606a;font-size:.85rem}
 """
 
 

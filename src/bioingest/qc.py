@@ -150,6 +150,18 @@ class _Cells:
         self.zeros[block] += counts
 
 
+def _next_to(mask: np.ndarray) -> np.ndarray:
+    """Cells that touch a cell of ``mask`` (8-neighbourhood) without being in it."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    near = np.zeros_like(mask)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= padded[dy : dy + h, dx : dx + w]
+    out: np.ndarray = near & ~mask
+    return out
+
+
 class _CellTally:
     """Pixels and zeros of a channel's cells, by log-binned cell mean, over all planes:
     bounded memory, and the foreground level can be chosen once the channel is done."""
@@ -158,10 +170,17 @@ class _CellTally:
         self.pixels = np.zeros(0, dtype=np.int64)
         self.zeros = np.zeros(0, dtype=np.int64)
         self.top = 0.0
+        #: Pixels of cells that are entirely zero (padding or a subtracted background).
+        self.empty = 0
 
     def add(self, cells: _Cells) -> None:
         means = cells.sums / cells.area
         self.top = max(self.top, float(means.max()))
+        empty = cells.zeros == cells.area
+        self.empty += int(cells.area[empty].sum())
+        # Zeros of cells next to an empty cell are the edge of padding (a tile or mosaic
+        # border, a deskew triangle), not clipped signal.
+        zeros = np.where(_next_to(empty), 0, cells.zeros)
         bins = _log_bin(means).ravel()
         size = max(int(bins.max()) + 1, self.pixels.size)
         self.pixels = np.pad(self.pixels, (0, size - self.pixels.size))
@@ -169,9 +188,7 @@ class _CellTally:
         self.pixels += np.bincount(bins, weights=cells.area.ravel(), minlength=size).astype(
             np.int64
         )
-        self.zeros += np.bincount(bins, weights=cells.zeros.ravel(), minlength=size).astype(
-            np.int64
-        )
+        self.zeros += np.bincount(bins, weights=zeros.ravel(), minlength=size).astype(np.int64)
 
     def foreground(self, level: float) -> tuple[int, int]:
         """``(pixels, zeros)`` of the cells whose mean is at least ``level`` x the
@@ -361,6 +378,7 @@ def _channel_summary(
         padding_gap_pixels=gap_pixels,
         nonzero_median=nonzero_median if math.isfinite(nonzero_median) else 0.0,
         coverage=fg_pixels / count,
+        empty=acc.cells.empty / count,
         foreground_zeros=fg_zeros,
         foreground_pixels=fg_pixels,
         rgb=rgb,
@@ -391,6 +409,7 @@ def _channel_summary(
         "saturated_fraction": acc.saturated / count if saturation_value is not None else None,
         "zero_fraction": acc.zeros / count,
         "foreground_coverage": round(facts.coverage, 6),
+        "empty_fraction": round(facts.empty, 6),
         "foreground_zero_fraction": (fg_zeros / fg_pixels if fg_pixels else None),
         "bits_used": bits_used,
         "bits_available": significant or dtype.itemsize * 8,
@@ -563,6 +582,7 @@ QC_COLUMNS = [
     "zero_fraction",
     "foreground_coverage",
     "foreground_zero_fraction",
+    "empty_fraction",
     "bits_used",
     "bits_available",
     "blank_planes",
@@ -574,7 +594,7 @@ QC_COLUMNS = [
     "metadata",
 ]
 #: Columns copied from a channel of qc.json as they are.
-_CHANNEL_COLUMNS = QC_COLUMNS[3:20]
+_CHANNEL_COLUMNS = QC_COLUMNS[3:21]
 
 
 def failing_checks(qc: dict[str, Any], flag: str) -> list[str]:

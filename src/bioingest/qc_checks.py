@@ -30,6 +30,7 @@ class Thresholds:
     uniformity_warn: float = 20.0
     uniformity_fail: float = 5.0
     uniformity_min_coverage: float = 0.5
+    uniformity_max_empty: float = 0.01
     foreground_level: float = 0.1
     cell_size: int = 8
     padding_gap: float = 0.25
@@ -92,6 +93,7 @@ class ChannelFacts:
     padding_gap_pixels: int  # non-zero pixels below padding_gap x their median
     nonzero_median: float
     coverage: float  # share of pixels in foreground cells
+    empty: float  # share of pixels in cells that are entirely zero
     foreground_zeros: int
     foreground_pixels: int
     uniformity_pct: float | None
@@ -166,8 +168,12 @@ def bit_depth(f: ChannelFacts, th: Thresholds) -> Check:
     """Share of the detector's bits the data span."""
     if f.kind == "f":
         return Check("n/a", None, "floating-point data have no bit depth")
-    if f.significant_bits is None and f.bits > 16:
-        return Check("n/a", None, f"{f.bits}-bit integers without SignificantBits")
+    if f.bits > 16 and (f.significant_bits or f.bits) >= f.bits:
+        # No camera fills 32 bits: the container says nothing about the detector.
+        known = f.significant_bits or "unknown"
+        return Check(
+            "n/a", None, f"{f.bits}-bit integers, no detector bit depth (SignificantBits {known})"
+        )
     available = f.significant_bits or f.bits
     used = math.ceil(math.log2(f.high - f.low + 1))
     ratio = used / available
@@ -193,6 +199,12 @@ def uniformity(f: ChannelFacts, th: Thresholds, *, padding: bool) -> Check:
         return Check("n/a", None, "values below zero: region means are not intensities")
     if padding:
         return Check("n/a", None, "padding in the field: regions are not comparable")
+    if f.empty > th.uniformity_max_empty:
+        return Check(
+            "n/a",
+            None,
+            f"{_pct(f.empty)} of the field is empty (cells all 0): regions are not comparable",
+        )
     if f.coverage < th.uniformity_min_coverage:
         return Check(
             "n/a",
