@@ -30,7 +30,8 @@ th{background:#f6f8fa}b.p,b.w,b.f,b.n{display:inline-block;padding:0 .45rem;
 border-radius:.6rem;color:#fff;font-size:.8rem}b.p{background:#1a7f37}b.w{background:#9a6700}
 b.f{background:#c62828}b.n{background:#6e7781}.series{display:flex;flex-wrap:wrap;gap:1.5rem}
 figure{margin:0}figcaption{font-size:.8rem;color:#57606a}.reason{color:#c62828}
-img.thumb{image-rendering:pixelated;border:1px solid #d0d7de;max-width:256px}
+img.thumb{image-rendering:pixelated;border:1px solid #d0d7de;max-width:256px;min-width:128px}
+.nw{white-space:nowrap}td.checks{min-width:18rem}
 code{font-size:.8rem;background:#f6f8fa;padding:0 .2rem;word-break:break-all}
 .note{color:#57606a;font-size:.85rem}
 """

@@ -199,18 +199,18 @@ def uniformity(f: ChannelFacts, th: Thresholds, *, padding: bool) -> Check:
         return Check("n/a", None, "values below zero: region means are not intensities")
     if padding:
         return Check("n/a", None, "padding in the field: regions are not comparable")
-    if f.empty > th.uniformity_max_empty:
-        return Check(
-            "n/a",
-            None,
-            f"{_pct(f.empty)} of the field is empty (cells all 0): regions are not comparable",
-        )
     if f.coverage < th.uniformity_min_coverage:
         return Check(
             "n/a",
             None,
             f"foreground covers {_pct(f.coverage)} of the field "
             f"(needs {_pct(th.uniformity_min_coverage)})",
+        )
+    if f.empty > th.uniformity_max_empty:
+        return Check(
+            "n/a",
+            None,
+            f"{_pct(f.empty)} of the field is empty (cells all 0): regions are not comparable",
         )
     flag = grade(f.uniformity_pct, th.uniformity_warn, th.uniformity_fail, low=True)
     reason = (

@@ -24,20 +24,29 @@ from bioingest.html_parts import (
 
 
 def _check_cells(checks: dict[str, str], reasons: dict[str, str]) -> str:
-    """One ``name flag: reason`` line per check; problems first."""
-    order = {"fail": 0, "warn": 1, "pass": 2, "n/a": 3}
+    """One line per check that is not ``pass`` (fail first) with its reason, then the
+    checks that pass on one line."""
+    order = {"fail": 0, "warn": 1, "n/a": 2, "pass": 3}
+    # A pass with a reason (e.g. a background-subtracted floor) is shown with it.
+    flagged = sorted(
+        ((name, flag) for name, flag in checks.items() if flag != "pass" or name in reasons),
+        key=lambda kv: (order[kv[1]], kv[0]),
+    )
     lines = [
-        f"{html.escape(name)} {badge(flag)}"
-        + (f" {html.escape(reasons[name])}" if name in reasons else "")
-        for name, flag in sorted(checks.items(), key=lambda kv: (order[kv[1]], kv[0]))
+        f"<span class=nw>{html.escape(name)} {badge(flag)}</span> "
+        f"{html.escape(reasons.get(name, ''))}"
+        for name, flag in flagged
     ]
+    passed = [name for name, flag in checks.items() if flag == "pass" and name not in reasons]
+    if passed:
+        lines.append(f"{badge('pass')} {html.escape(', '.join(passed))}")
     return "<br>".join(lines)
 
 
 def _series_block(s: dict[str, Any], name: str, store: str, thumbs: str) -> str:
     rows = "".join(
         f"<tr><td>{fmt(ch['label'])}</td><td>{badge(ch['status'])}</td>"
-        f"<td>{_check_cells(ch['checks'], ch['reasons'])}</td>"
+        f"<td class=checks>{_check_cells(ch['checks'], ch['reasons'])}</td>"
         f"<td>{fmt(ch['min'])}–{fmt(ch['max'])}</td><td>{fmt(ch['mean'])}</td>"
         f"<td>{fmt(ch['p0_1'])} / {fmt(ch['median'])} / {fmt(ch['p99_9'])}</td>"
         f"<td>{fmt(ch['saturated_fraction'])}</td><td>{fmt(ch['zero_fraction'])}</td>"
