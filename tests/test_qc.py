@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -14,11 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import yaml
 import zarr
 
 from bioingest.inventory import discover
 from bioingest.progress import Progress
-from bioingest.qc import Thresholds, _series_qc, power_log_log_slope, run_qc
+from bioingest.qc import (
+    Thresholds,
+    _series_qc,
+    power_log_log_slope,
+    run_qc,
+    thresholds_from_config,
+)
 from bioingest.qc_histogram import MAX_BINS, Histogram
 from conftest import REAL, REPO, run_workflow
 
@@ -401,12 +409,41 @@ def test_small_integer_range_keeps_exact_quantiles() -> None:
         assert ch[key] == np.percentile(stack, q, method="inverted_cdf"), key
 
 
+def test_config_defaults_are_the_thresholds() -> None:
+    """config/config.yaml and the verb's defaults say the same, key by key."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    assert thresholds_from_config(config) == Thresholds()
+    keys = {k[3:] for k in config if k.startswith("qc_") and k != "qc_fail_policy"}
+    assert keys == {f.name for f in dataclasses.fields(Thresholds)} - {"tile_size"}
+
+
 def test_histogram_bins_are_bounded() -> None:
     hist = Histogram.for_range(0.0, 4.0e9, integer=True)
     assert hist.counts.size == MAX_BINS
     hist.add(np.array([0, 4_000_000_000, 2_000_000_000], dtype=np.uint32))
     assert hist.counts.sum() == 3 and hist.counts[0] == 1 and hist.counts[-1] == 1
     assert Histogram.for_range(-5.0, 5.0, integer=True).counts.size == 11
+
+
+def test_real_examples_of_the_issue(real_run: Path) -> None:
+    """The two examples QC used to flag wrongly: a single cell on a zero background, and
+    the zero padding of a stitched mosaic (its third series)."""
+    cell = _channel(real_run, "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD")
+    assert cell["zero_fraction"] > 0.5
+    assert cell["checks"]["zero_clipping"] == "pass"
+    assert cell["reasons"]["zero_clipping"].startswith("background-subtracted floor: ")
+    assert cell["checks"]["uniformity"] == "n/a"
+    assert cell["reasons"]["uniformity"].startswith("foreground covers ")
+    mosaic = _qc(real_run, "S3_1Pos_2Mosaic_T2Z3_CH2_sm")["series"][2]
+    for ch in mosaic["channels"]:
+        assert ch["checks"]["zero_clipping"] == "n/a"
+        assert ch["reasons"]["zero_clipping"].startswith("zeros are padding: ")
+        assert ch["checks"]["uniformity"] == "n/a"
+    page = (real_run / "S3_1Pos_2Mosaic_T2Z3_CH2_sm" / "qc.html").read_text(encoding="utf-8")
+    store = "S3_1Pos_2Mosaic_T2Z3_CH2_sm/S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr"
+    for i in range(3):
+        assert f"napari --plugin napari-ome-zarr {store}/{i}</code>" in page
+        assert f'<a href="S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr/{i}/">' in page
 
 
 @pytest.mark.slow

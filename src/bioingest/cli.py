@@ -444,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
             dest=key,
             type=type(default),
             default=default,
-            help=f"threshold (default: {default})",
+            help=f"config qc_{key} (docs/qc.md; default: {default})"
+            if key != "tile_size"
+            else f"tile edge read at once (default: {default})",
         )
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_qc)
