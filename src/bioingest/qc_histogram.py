@@ -63,7 +63,7 @@ class Histogram:
         """Count finite ``values`` (any shape); values outside the range go to the ends."""
         if values.dtype.kind == "f":
             values = values[np.isfinite(values)]
-        if self.exact and values.dtype.kind in "uib":
+        if self.exact and values.dtype.kind in "uib" and values.dtype.itemsize <= 4:
             idx = values.astype(np.int64).ravel() - int(self.low)
         else:
             idx = np.floor((values.astype(np.float64).ravel() - self.low) / self.width)
