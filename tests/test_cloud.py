@@ -26,6 +26,8 @@ BY_DESIGN = ("inventory.json", "inventory.tsv", "logs/inventory.log")
 
 def without_inventory(manifest: Path) -> list[str]:
     return [line for line in manifest.read_text().splitlines() if not line.endswith(BY_DESIGN)]
+
+
 KEYS = {"key": "testing", "secret": "testing"}
 
 

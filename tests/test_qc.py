@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import yaml
+import zarr
 
-from bioingest.qc import Thresholds, power_log_log_slope, run_qc
-from conftest import real_datasets, run_workflow
+from bioingest.progress import Progress
+from bioingest.qc import (
+    Thresholds,
+    _series_qc,
+    power_log_log_slope,
+    run_qc,
+    thresholds_from_config,
+)
+from bioingest.qc_histogram import MAX_BINS, Histogram
+from conftest import REPO, real_datasets, run_workflow
 
 SIZE = 240
 RNG = np.random.default_rng(42)
@@ -242,3 +255,206 @@ def test_real_samples_sane(real_run: Path) -> None:
     table = pd.read_csv(real_run / "summary" / "qc.tsv", sep="\t")
     assert set(table.dataset) == set(names)
     shutil.rmtree(real_run / "intermediate", ignore_errors=True)
+
+
+# Known answers of each applicability rule, on the QC functions directly (no workflow).
+
+
+def measure(stack: np.ndarray, *, rgb: bool = False, **limits: Any) -> dict[str, Any]:
+    """QC of one channel: a ZYX stack written to an in-memory Zarr array as (1,1,Z,Y,X)."""
+    array = zarr.create_array(store={}, shape=(1, 1, *stack.shape), dtype=stack.dtype)
+    array[:] = stack[None, None]
+    result = _series_qc(
+        array, None, [("c", "FFFFFF")], Thresholds(**limits), Progress("t", 1), rgb=rgb
+    )
+    channel: dict[str, Any] = result["channels"][0]
+    return channel
+
+
+def blobs(size: int, centres: list[tuple[int, int]], radius: float) -> np.ndarray:
+    """Sum of Gaussian spots of peak 1."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = np.zeros((size, size))
+    for cy, cx in centres:
+        out += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+    return out
+
+
+def test_sparse_image_has_no_uniformity() -> None:
+    """One cell on a dark field: too little foreground to judge the illumination."""
+    stack = (100 + 3000 * blobs(SIZE, [(60, 80)], 12))[None].round().astype(np.uint16)
+    ch = measure(stack)
+    assert ch["checks"]["uniformity"] == "n/a"
+    assert ch["reasons"]["uniformity"].startswith("foreground covers ")
+    assert ch["foreground_coverage"] < 0.1
+    # The same spot on a bright, evenly lit field is judged (and passes).
+    field = (20000 + 3000 * blobs(SIZE, [(60, 80)], 12))[None].round().astype(np.uint16)
+    assert measure(field)["checks"]["uniformity"] == "pass"
+
+
+def mosaic() -> np.ndarray:
+    """Two tiles of textured data (400..1400) stitched with zero padding at the corners."""
+    data = RNG.integers(400, 1400, (1, SIZE, SIZE), dtype=np.uint16)
+    data[:, :80, 160:] = 0
+    data[:, 160:, :96] = 0
+    return data
+
+
+def test_mosaic_padding_is_not_clipping() -> None:
+    data = mosaic()
+    ch = measure(data)
+    zero_fraction = (80 * 80 + 80 * 96) / SIZE**2
+    assert ch["zero_fraction"] == pytest.approx(zero_fraction, abs=1e-12)
+    assert ch["checks"]["zero_clipping"] == "n/a"
+    assert ch["reasons"]["zero_clipping"] == (
+        f"zeros are padding: {100 * zero_fraction:.3g} % of pixels at 0 with no data below "
+        f"0.25 × the median {np.median(data[data > 0]):g}"
+    )
+    assert ch["checks"]["uniformity"] == "n/a"
+    assert ch["reasons"]["uniformity"] == "padding in the field: regions are not comparable"
+
+
+def test_empty_corner_has_no_uniformity() -> None:
+    """A deskewed light-sheet volume: a triangle of zeros whose edge meets dim data (no gap
+    above zero, so not padding), leaving part of the field empty."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 2000, (1, SIZE, SIZE)).astype(np.uint16)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    data[0][yy + xx < SIZE // 2] = 0
+    ch = measure(data)
+    empty = ch["empty_fraction"]
+    assert 0.1 < empty < float((data == 0).mean())
+    assert ch["checks"]["uniformity"] == "n/a"
+    assert ch["reasons"]["uniformity"] == (
+        f"{100 * empty:.3g} % of the field is empty (cells all 0): regions are not comparable"
+    )
+    assert ch["checks"]["zero_clipping"] == "pass"
+
+
+def test_background_subtracted_floor_is_not_clipping() -> None:
+    """Bright cells on a background whose noise was subtracted to a floor of zeros."""
+    background = RNG.normal(100, 20, (SIZE, SIZE))
+    cells = 3000 * blobs(SIZE, [(50, 50), (120, 170), (190, 60)], 9)
+    stack = np.clip(background + cells - 130, 0, None)[None].round().astype(np.uint16)
+    ch = measure(stack)
+    assert ch["zero_fraction"] > 0.5
+    assert ch["checks"]["zero_clipping"] == "pass"
+    assert ch["reasons"]["zero_clipping"].startswith("background-subtracted floor: ")
+
+
+def test_clipped_image_still_fails() -> None:
+    """A field full of signal whose offset was set too low: zeros inside the foreground."""
+    rng = np.random.default_rng(7)
+    texture = box_blur(rng.integers(0, 2000, (SIZE, SIZE)).astype(np.float64), 3)
+    stack = np.clip(texture - 1100, 0, None)[None].round().astype(np.uint16)
+    ch = measure(stack)
+    clipped = float((stack == 0).mean())
+    assert clipped > 0.6
+    assert ch["checks"]["zero_clipping"] == "fail"
+    assert 0.5 < ch["foreground_zero_fraction"] <= clipped
+    assert ch["reasons"]["zero_clipping"].endswith("of foreground pixels clipped at 0")
+
+
+def test_rgb_has_no_saturation_or_clipping() -> None:
+    stack = np.full((1, 64, 64), 255, dtype=np.uint8)
+    stack[:, :10] = 0
+    ch = measure(stack, rgb=True)
+    assert ch["checks"]["saturation"] == ch["checks"]["zero_clipping"] == "n/a"
+    assert measure(stack)["checks"]["saturation"] == "fail"
+
+
+@pytest.mark.parametrize("dtype", ["uint32", "int32", "float32", "float64"])
+def test_wide_pixel_types(dtype: str) -> None:
+    """32-bit integers and floats: every check graded or n/a, exact statistics, and no
+    histogram with one bin per possible value (uint32 once needed 32 GiB)."""
+    values = RNG.integers(0, 3_000_000_000, (2, 96, 96)).astype(np.float64)
+    if dtype == "int32":
+        values -= 1_500_000_000
+    if dtype.startswith("float"):
+        values = values / 1e6 - 100.0
+    stack = values.astype(dtype)
+    ch = measure(stack)
+    assert ch["min"] == stack.min() and ch["max"] == stack.max()
+    assert ch["mean"] == pytest.approx(stack.astype(np.float64).mean(), rel=1e-9)
+    width = (float(stack.max()) - float(stack.min())) / 65536
+    for key, q in (("median", 50), ("p0_1", 0.1), ("p99_9", 99.9)):
+        assert abs(ch[key] - np.percentile(stack, q, method="inverted_cdf")) <= width, key
+    assert set(ch["checks"]) == {
+        "saturation",
+        "zero_clipping",
+        "bit_depth",
+        "blank_planes",
+        "uniformity",
+        "focus",
+    }
+    for name, flag in ch["checks"].items():
+        assert flag in ("pass", "warn", "fail", "n/a")
+        assert (flag == "pass") or ch["reasons"][name], name
+    if dtype.startswith("float"):
+        assert ch["reasons"]["saturation"] == "floating-point data have no detector maximum"
+        assert ch["reasons"]["zero_clipping"].startswith("values below zero")
+    else:
+        assert ch["reasons"]["bit_depth"] == (
+            "32-bit integers, no detector bit depth (SignificantBits unknown)"
+        )
+
+
+def test_small_integer_range_keeps_exact_quantiles() -> None:
+    """uint32 labels 0..300 get one bin per value: exact median and percentiles."""
+    stack = RNG.integers(0, 301, (1, 64, 64)).astype(np.uint32)
+    ch = measure(stack)
+    assert ch["histogram_exact"] is True
+    for key, q in (("median", 50), ("p0_1", 0.1), ("p99_9", 99.9)):
+        assert ch[key] == np.percentile(stack, q, method="inverted_cdf"), key
+
+
+def test_config_defaults_are_the_thresholds() -> None:
+    """config/config.yaml and the verb's defaults say the same, key by key."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    assert thresholds_from_config(config) == Thresholds()
+    keys = {k[3:] for k in config if k.startswith("qc_") and k != "qc_fail_policy"}
+    assert keys == {f.name for f in dataclasses.fields(Thresholds)} - {"tile_size"}
+
+
+def test_histogram_bins_are_bounded() -> None:
+    hist = Histogram.for_range(0.0, 4.0e9, integer=True)
+    assert hist.counts.size == MAX_BINS
+    hist.add(np.array([0, 4_000_000_000, 2_000_000_000], dtype=np.uint32))
+    assert hist.counts.sum() == 3 and hist.counts[0] == 1 and hist.counts[-1] == 1
+    assert Histogram.for_range(-5.0, 5.0, integer=True).counts.size == 11
+
+
+def test_real_examples_of_the_issue(real_run: Path) -> None:
+    """The two examples QC used to flag wrongly: a single cell on a zero background, and
+    the zero padding of a stitched mosaic (its third series)."""
+    cell = _channel(real_run, "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD")
+    assert cell["zero_fraction"] > 0.5
+    assert cell["checks"]["zero_clipping"] == "pass"
+    assert cell["reasons"]["zero_clipping"].startswith("background-subtracted floor: ")
+    assert cell["checks"]["uniformity"] == "n/a"
+    assert cell["reasons"]["uniformity"].startswith("foreground covers ")
+    mosaic = _qc(real_run, "S3_1Pos_2Mosaic_T2Z3_CH2_sm")["series"][2]
+    for ch in mosaic["channels"]:
+        assert ch["checks"]["zero_clipping"] == "n/a"
+        assert ch["reasons"]["zero_clipping"].startswith("zeros are padding: ")
+        assert ch["checks"]["uniformity"] == "n/a"
+    page = (real_run / "S3_1Pos_2Mosaic_T2Z3_CH2_sm" / "qc.html").read_text(encoding="utf-8")
+    store = "S3_1Pos_2Mosaic_T2Z3_CH2_sm/S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr"
+    for i in range(3):
+        assert f"napari --plugin napari-ome-zarr {store}/{i}</code>" in page
+        assert f'<a href="S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr/{i}/">' in page
+
+
+@pytest.mark.slow
+def test_calibration_table_is_current() -> None:
+    """docs/qc.md's calibration table is what benchmarks/qc_calibration.py generates now
+    (every real file through convert, pyramid, metadata and run_qc, about a minute)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "qc_calibration.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "docs/qc.md up to date\n"

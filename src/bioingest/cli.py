@@ -286,6 +286,15 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         name = args.store.name.removesuffix(".ome.zarr")
         atomic.write_text(args.out, failure_record(name, failure))
         args.thumbnails.mkdir(parents=True, exist_ok=True)
+        if args.page:
+            from html import escape
+
+            atomic.write_text(
+                args.page,
+                f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(name)}"
+                f"</title></head><body><h1>{escape(name)}</h1><p>Not converted "
+                f"({escape(failure['step'])}): {escape(failure['reason'])}</p></body></html>\n",
+            )
         log.info("qc %s: not converted, nothing to check", name)
         return 0
 
@@ -299,6 +308,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         out=args.out,
         thumbnails=args.thumbnails,
         thresholds=thresholds,
+        page=args.page,
     )
     if args.fail_policy == "stop" and qc["status"] == "fail":
         failing = sorted(
@@ -313,11 +323,20 @@ def _cmd_qc(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from bioingest.report import write_report
+    from bioingest.report import read_failed, write_report
 
+    datasets = list(args.datasets or [])
+    if args.datasets_file:
+        lines = args.datasets_file.read_text(encoding="utf-8").splitlines()
+        datasets += [line.split("\t")[0] for line in lines if line.strip()]
+    if not datasets:
+        raise SystemExit("bioingest report: give --datasets or --datasets-file")
+    failed = read_failed(args.failed) if args.failed else None
     # No output path in the log: logs are outputs too and must not differ between folders.
-    target = write_report(args.out_dir, args.datasets, out=args.out)
-    log.info("report: %s written for %d datasets", target.name, len(args.datasets))
+    target = write_report(
+        args.out_dir, datasets, out=args.out, failed=failed, inventory=args.inventory
+    )
+    log.info("report: %s written for %d datasets", target.name, len(datasets))
 
 
 def _cmd_outcomes(args: argparse.Namespace) -> None:
@@ -581,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert's description: a recorded failure writes a failure record instead",
     )
     p.add_argument(
+        "--page", type=Path, help="the dataset's QC page to write (qc.html next to qc.json)"
+    )
+    p.add_argument(
         "--fail-policy",
         choices=["report", "stop"],
         default="report",
@@ -595,7 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
             dest=key,
             type=type(default),
             default=default,
-            help=f"threshold (default: {default})",
+            help=f"config qc_{key} (docs/qc.md; default: {default})"
+            if key != "tile_size"
+            else f"tile edge read at once (default: {default})",
         )
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_qc)
@@ -662,12 +686,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report",
         help="one self-contained HTML report for a run",
-        description="Write OUT/report.html: a summary of every dataset (status, sizes, "
-        "metadata completeness, QC flags, failure reasons from the logs) and a section per "
-        "dataset with thumbnails, histograms and focus-by-Z plots. Works on partial runs.",
+        description="Write OUT/report.html: a sortable summary of every dataset (run "
+        "status and failure reason, image-quality flags, metadata completeness, sizes, how "
+        "to open the store), failures first, linking to each dataset's NAME/qc.html. "
+        "Works on partial runs.",
     )
     p.add_argument("out_dir", type=Path, help="output folder of a run")
-    p.add_argument("--datasets", nargs="+", required=True, help="dataset names to list")
+    p.add_argument("--datasets", nargs="+", help="dataset names to list")
+    p.add_argument(
+        "--datasets-file",
+        type=Path,
+        help="file with one dataset name per line (first tab-separated column)",
+    )
+    p.add_argument(
+        "--failed",
+        type=Path,
+        help="TSV of failed datasets (columns dataset, step, reason); without it the "
+        "first ERROR line of each dataset's logs is its failure reason",
+    )
+    p.add_argument("--inventory", type=Path, help="inventory.tsv: skipped files counted by reason")
     p.add_argument("--out", type=Path, help="file to write (default: OUT/report.html)")
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_report)

@@ -10,7 +10,6 @@ fails the job itself, and Snakemake retries it on the next run.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,12 +50,12 @@ def collect(inventory_json: Path, described: Iterable[Path]) -> list[Failure]:
 
 def format_failures(failures: Iterable[Failure]) -> str:
     """``failed.tsv``: a header, then one row per failed dataset."""
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-    writer.writerow(COLUMNS)
+    lines = ["\t".join(COLUMNS)]
     for f in failures:
-        writer.writerow([f.dataset, f.step, f.file, f.reason])
-    return out.getvalue()
+        # Plain TSV: no quoting, so no tab or line break inside a field.
+        fields = (f.dataset, f.step, f.file, f.reason)
+        lines.append("\t".join(" ".join(x.split()) for x in fields))
+    return "\n".join(lines) + "\n"
 
 
 def write_failures(path: Path, failures: Iterable[Failure]) -> None:
@@ -67,7 +66,8 @@ def write_failures(path: Path, failures: Iterable[Failure]) -> None:
 def read_failures(path: Path) -> list[Failure]:
     """Rows of ``failed.tsv``."""
     with open(path, newline="", encoding="utf-8") as fh:
-        return [Failure(**row) for row in csv.DictReader(fh, delimiter="\t")]
+        rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [Failure(**row) for row in rows]
 
 
 def completed_datasets(failed_tsv: Path, names: Iterable[str]) -> list[str]:

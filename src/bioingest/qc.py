@@ -7,6 +7,7 @@ and its source.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,47 +23,27 @@ from bioingest.checksum import image_paths
 from bioingest.convert import ATTR, tiles
 from bioingest.pixelhash import pixel_hash
 from bioingest.progress import Progress
+from bioingest.qc_checks import ChannelFacts, Thresholds, as_json, channel_checks, overall
+from bioingest.qc_histogram import Histogram, exact_dtype
 
 log = logging.getLogger("bioingest")
-
-STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 #: Bins of the histogram kept in qc.json for plots.
 PLOT_BINS = 64
+#: Most cells along a plane edge: larger planes get larger cells (bounded memory).
+MAX_CELLS = 1024
+
+__all__ = ["Thresholds", "power_log_log_slope", "qc_rows", "run_qc", "thresholds_from_config"]
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Where each check turns to ``warn`` or ``fail`` (config keys ``qc_*``)."""
-
-    saturation_warn: float = 0.001
-    saturation_fail: float = 0.01
-    zero_warn: float = 0.01
-    zero_fail: float = 0.5
-    bit_depth_warn: float = 0.5
-    blank_planes_warn: int = 1
-    uniformity_warn: float = 20.0
-    uniformity_fail: float = 0.0
-    focus_slope_warn: float = -3.5
-    focus_crop: int = 1024
-    tile_size: int = 1024
-
-
-def worst(statuses: list[str]) -> str:
-    """The most severe of ``pass``/``warn``/``fail`` (``pass`` for none)."""
-    return max(statuses, key=STATUS_ORDER.__getitem__, default="pass")
-
-
-def grade(value: float | None, warn: float, fail: float | None = None, *, low: bool) -> str:
-    """Grade a value: with ``low`` small values are bad, otherwise large values are."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "pass"
-
-    def beyond(limit: float) -> bool:
-        return value < limit if low else value > limit
-
-    if fail is not None and beyond(fail):
-        return "fail"
-    return "warn" if beyond(warn) else "pass"
+def thresholds_from_config(config: dict[str, Any]) -> Thresholds:
+    """Thresholds from the workflow configuration (``qc_*`` keys, ``tile_size``)."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(Thresholds):
+        key = "tile_size" if item.name == "tile_size" else f"qc_{item.name}"
+        if key in config:
+            default: Any = item.default
+            values[item.name] = type(default)(config[key])
+    return Thresholds(**values)
 
 
 def power_log_log_slope(plane: np.ndarray) -> float | None:
@@ -73,7 +54,7 @@ def power_log_log_slope(plane: np.ndarray) -> float | None:
     """
     img = plane.astype(np.float64)
     h, w = img.shape
-    if min(h, w) < 8 or not np.ptp(img) > 0:
+    if min(h, w) < 8 or not np.isfinite(img).all() or not np.ptp(img) > 0:
         return None
     img = img - img.mean()
     power = np.abs(np.fft.fftshift(np.fft.fft2(img))) ** 2
@@ -95,7 +76,6 @@ def power_log_log_slope(plane: np.ndarray) -> float | None:
 class _Channel:
     """Accumulators for one channel over all its planes."""
 
-    dtype: np.dtype[Any]
     count: int = 0
     total: float = 0.0
     total_sq: float = 0.0
@@ -103,12 +83,10 @@ class _Channel:
     high: float = -math.inf
     saturated: int = 0
     zeros: int = 0
+    cells: _CellTally = field(default_factory=lambda: _CellTally())
     regions: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
     region_counts: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
-    hist: np.ndarray | None = None
-
-    def exact_histogram(self) -> bool:
-        return self.dtype.kind in "ub" or (self.dtype.kind == "i" and self.dtype.itemsize <= 2)
+    hist: Histogram | None = None
 
 
 def _bounds(size: int) -> list[int]:
@@ -132,12 +110,93 @@ def _region_sums(
             acc.region_counts[i, j] += block.size
 
 
-def _percentile(hist: np.ndarray, edges_low: float, width: float, q: float) -> float:
-    """Value below which ``q`` percent of the histogram's counts lie."""
-    cumulative = np.cumsum(hist)
-    target = q / 100.0 * cumulative[-1]
-    index = int(np.searchsorted(cumulative, target, side="left"))
-    return float(edges_low + index * width)
+def _cell_starts(start: int, length: int, cell: int) -> np.ndarray:
+    """Offsets (within a tile starting at ``start``) where a new cell begins."""
+    first = -(-start // cell) * cell
+    inner = np.arange(first, start + length, cell) - start
+    return np.unique(np.concatenate([[0], inner[inner > 0]])).astype(np.intp)
+
+
+#: Cell means are binned on a log scale: LOG_STEPS bins per doubling (1.1 % wide).
+LOG_STEPS = 64
+
+
+def _log_bin(means: np.ndarray) -> np.ndarray:
+    """Bin of each cell mean: ``floor(log2(1 + mean) * LOG_STEPS)``; 0 for mean <= 0."""
+    scaled = np.log2(1.0 + np.maximum(means, 0.0)) * LOG_STEPS
+    bins: np.ndarray = np.floor(scaled).astype(np.int64)
+    return bins
+
+
+class _Cells:
+    """Per-plane grid of cells: pixel sums and zero counts (foreground and clipping)."""
+
+    def __init__(self, size_y: int, size_x: int, edge: int) -> None:
+        self.edge = max(edge, -(-max(size_y, size_x) // MAX_CELLS))
+        shape = (-(-size_y // self.edge), -(-size_x // self.edge))
+        rows = np.minimum(self.edge, size_y - np.arange(shape[0]) * self.edge)
+        cols = np.minimum(self.edge, size_x - np.arange(shape[1]) * self.edge)
+        self.area = np.outer(rows, cols).astype(np.int64)
+        self.sums = np.zeros(shape)
+        self.zeros = np.zeros(shape, dtype=np.int64)
+
+    def add(self, tile: np.ndarray, zero: np.ndarray, y: int, x: int) -> None:
+        h, w = tile.shape
+        rs, cs = _cell_starts(y, h, self.edge), _cell_starts(x, w, self.edge)
+        r0, c0 = y // self.edge, x // self.edge
+        block = (slice(r0, r0 + rs.size), slice(c0, c0 + cs.size))
+        self.sums[block] += np.add.reduceat(np.add.reduceat(tile, rs, axis=0), cs, axis=1)
+        counts = np.add.reduceat(np.add.reduceat(zero.astype(np.int64), rs, axis=0), cs, axis=1)
+        self.zeros[block] += counts
+
+
+def _next_to(mask: np.ndarray) -> np.ndarray:
+    """Cells that touch a cell of ``mask`` (8-neighbourhood) without being in it."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    near = np.zeros_like(mask)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= padded[dy : dy + h, dx : dx + w]
+    out: np.ndarray = near & ~mask
+    return out
+
+
+class _CellTally:
+    """Pixels and zeros of a channel's cells, by log-binned cell mean, over all planes:
+    bounded memory, and the foreground level can be chosen once the channel is done."""
+
+    def __init__(self) -> None:
+        self.pixels = np.zeros(0, dtype=np.int64)
+        self.zeros = np.zeros(0, dtype=np.int64)
+        self.top = 0.0
+        #: Pixels of cells that are entirely zero (padding or a subtracted background).
+        self.empty = 0
+
+    def add(self, cells: _Cells) -> None:
+        means = cells.sums / cells.area
+        self.top = max(self.top, float(means.max()))
+        empty = cells.zeros == cells.area
+        self.empty += int(cells.area[empty].sum())
+        # Zeros of cells next to an empty cell are the edge of padding (a tile or mosaic
+        # border, a deskew triangle), not clipped signal.
+        zeros = np.where(_next_to(empty), 0, cells.zeros)
+        bins = _log_bin(means).ravel()
+        size = max(int(bins.max()) + 1, self.pixels.size)
+        self.pixels = np.pad(self.pixels, (0, size - self.pixels.size))
+        self.zeros = np.pad(self.zeros, (0, size - self.zeros.size))
+        self.pixels += np.bincount(bins, weights=cells.area.ravel(), minlength=size).astype(
+            np.int64
+        )
+        self.zeros += np.bincount(bins, weights=zeros.ravel(), minlength=size).astype(np.int64)
+
+    def foreground(self, level: float) -> tuple[int, int]:
+        """``(pixels, zeros)`` of the cells whose mean is at least ``level`` x the
+        brightest cell mean of the channel (to within one bin)."""
+        if not self.top > 0:
+            return 0, 0
+        first = int(_log_bin(np.array([level * self.top]))[0])
+        return int(self.pixels[first:].sum()), int(self.zeros[first:].sum())
 
 
 def _series_qc(
@@ -146,45 +205,55 @@ def _series_qc(
     labels: list[tuple[str, str]],
     th: Thresholds,
     progress: Progress,
+    *,
+    rgb: bool = False,
 ) -> dict[str, Any]:
     size_t, size_c, size_z, size_y, size_x = array.shape
     dtype = np.dtype(array.dtype)
-    bits = dtype.itemsize * 8
-    significant = (record or {}).get("significant_bits", {}).get("value") or bits
+    significant = (record or {}).get("significant_bits", {}).get("value")
+    saturation_value: float | None = None
     if dtype.kind in "ui":
-        saturation_value: float | None = float(min(2 ** int(significant) - 1, np.iinfo(dtype).max))
-    else:
-        saturation_value = None
-    channels = [_Channel(dtype=dtype) for _ in range(size_c)]
+        bits = int(significant or dtype.itemsize * 8)
+        saturation_value = float(min(2**bits - 1, np.iinfo(dtype).max))
+    channels = [_Channel() for _ in range(size_c)]
     ys, xs = _bounds(size_y), _bounds(size_x)
     plane_tiles = tiles(size_y, size_x, th.tile_size)
     planes: list[dict[str, Any]] = []
-    offset = -int(np.iinfo(dtype).min) if dtype.kind == "i" else 0
+    focus_edge = min(th.focus_crop, size_y, size_x)
     for c in range(size_c):
         acc = channels[c]
-        if acc.exact_histogram():
-            acc.hist = np.zeros(int(np.iinfo(dtype).max) + offset + 1, dtype=np.int64)
+        if exact_dtype(dtype):
+            acc.hist = Histogram.for_dtype(dtype)
         for t in range(size_t):
             for z in range(size_z):
                 p_sum = p_sq = 0.0
+                p_count = 0
                 p_low, p_high = math.inf, -math.inf
+                cells = _Cells(size_y, size_x, th.cell_size)
                 for y, x, h, w in plane_tiles:
                     tile = np.asarray(array[t, c, z, y : y + h, x : x + w])
                     f = tile.astype(np.float64)
-                    p_sum += float(f.sum())
-                    p_sq += float((f * f).sum())
-                    p_low = min(p_low, float(np.nanmin(f)))
-                    p_high = max(p_high, float(np.nanmax(f)))
+                    finite = np.isfinite(f)
+                    if dtype.kind == "f" and not finite.all():
+                        f = np.where(finite, f, 0.0)
+                    valid = f[finite] if dtype.kind == "f" else f
+                    p_count += int(valid.size)
+                    p_sum += float(valid.sum())
+                    p_sq += float((valid * valid).sum())
+                    if valid.size:
+                        p_low = min(p_low, float(valid.min()))
+                        p_high = max(p_high, float(valid.max()))
                     if acc.hist is not None:
-                        acc.hist += np.bincount(
-                            (tile.astype(np.int64) + offset).ravel(), minlength=acc.hist.size
-                        )
+                        acc.hist.add(tile)
                     if saturation_value is not None:
                         acc.saturated += int(np.count_nonzero(tile == saturation_value))
-                    acc.zeros += int(np.count_nonzero(tile == 0))
+                    zero = tile == 0
+                    acc.zeros += int(np.count_nonzero(zero))
                     _region_sums(f, y, x, ys, xs, acc)
-                n = size_y * size_x
-                acc.count += n
+                    cells.add(f, zero, y, x)
+                acc.cells.add(cells)
+                n = max(p_count, 1)
+                acc.count += p_count
                 acc.total += p_sum
                 acc.total_sq += p_sq
                 acc.low, acc.high = min(acc.low, p_low), max(acc.high, p_high)
@@ -196,9 +265,9 @@ def _series_qc(
                         "t": t,
                         "c": c,
                         "z": z,
-                        "min": p_low,
-                        "max": p_high,
-                        "blank": p_low == p_high,
+                        "min": p_low if p_count else None,
+                        "max": p_high if p_count else None,
+                        "blank": p_low == p_high or p_count == 0,
                         "normalized_variance": variance_sum / (n * mean) if mean > 0 else None,
                         "power_log_log_slope": power_log_log_slope(crop),
                     }
@@ -208,21 +277,18 @@ def _series_qc(
     for c, acc in enumerate(channels):
         if acc.hist is None:
             acc.hist = _second_pass_histogram(array, c, acc, th)
-            base, width = acc.low, (acc.high - acc.low) / max(acc.hist.size, 1) or 1.0
-        else:
-            base, width = float(-offset), 1.0
         out_channels.append(
             _channel_summary(
                 c,
                 acc,
-                base,
-                width,
                 labels[c],
                 planes,
                 saturation_value,
-                int(significant),
-                size_z,
+                dtype,
+                int(significant) if significant else None,
+                (size_z, focus_edge),
                 th,
+                rgb=rgb,
             )
         )
     return {"channels": out_channels, "planes": planes}
@@ -238,38 +304,50 @@ def _focus_crop(array: zarr.Array[Any], tcz: tuple[int, int, int], crop: int) ->
 
 def _second_pass_histogram(
     array: zarr.Array[Any], c: int, acc: _Channel, th: Thresholds
-) -> np.ndarray:
-    """65536-bin histogram between the channel's min and max (32-bit and float data)."""
-    bins = 65536
-    hist = np.zeros(bins, dtype=np.int64)
-    span = (acc.high - acc.low) or 1.0
+) -> Histogram:
+    """Bounded histogram over the channel's range (wide integers and floating point)."""
+    hist = Histogram.for_range(acc.low, acc.high, integer=np.dtype(array.dtype).kind in "ui")
     size_t, _, size_z, size_y, size_x = array.shape
     for t in range(size_t):
         for z in range(size_z):
             for y, x, h, w in tiles(size_y, size_x, th.tile_size):
-                f = np.asarray(array[t, c, z, y : y + h, x : x + w]).astype(np.float64)
-                f = f[np.isfinite(f)]
-                idx = np.clip(((f - acc.low) / span * bins).astype(np.int64), 0, bins - 1)
-                hist += np.bincount(idx, minlength=bins)
+                hist.add(np.asarray(array[t, c, z, y : y + h, x : x + w]))
     return hist
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: None instead."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _nonzero(hist: Histogram, zeros: int) -> Histogram:
+    """The histogram without the pixels that are exactly zero."""
+    counts = hist.counts.copy()
+    index = math.floor((0.0 - hist.low) / hist.width)
+    if zeros and 0 <= index < counts.size:
+        counts[index] -= zeros
+    return Histogram(hist.low, hist.width, counts)
 
 
 def _channel_summary(
     c: int,
     acc: _Channel,
-    base: float,
-    width: float,
     label: tuple[str, str],
     planes: list[dict[str, Any]],
     saturation_value: float | None,
-    significant: int,
-    size_z: int,
+    dtype: np.dtype[Any],
+    significant: int | None,
+    sizes: tuple[int, int],
     th: Thresholds,
+    *,
+    rgb: bool,
 ) -> dict[str, Any]:
     assert acc.hist is not None
-    mean = acc.total / acc.count
-    std = math.sqrt(max(acc.total_sq / acc.count - mean * mean, 0.0))
-    bits_used = math.ceil(math.log2(acc.high - acc.low + 1)) if acc.dtype.kind in "ui" else None
+    size_z, focus_edge = sizes
+    hist = acc.hist
+    count = max(acc.count, 1)
+    mean = acc.total / count
+    std = math.sqrt(max(acc.total_sq / count - mean * mean, 0.0))
     region_means = acc.regions / np.maximum(acc.region_counts, 1)
     top = float(region_means.max())
     uniformity = 100.0 * float(region_means.min()) / top if top > 0 else None
@@ -278,52 +356,73 @@ def _channel_summary(
     first_t = [p for p in mine if p["t"] == 0]
     scored = [p for p in first_t if p["normalized_variance"] is not None]
     best = max(scored, key=lambda p: p["normalized_variance"]) if scored else None
-    saturated = acc.saturated / acc.count if saturation_value is not None else None
-    zero_fraction = acc.zeros / acc.count
-    checks = {
-        "saturation": grade(saturated, th.saturation_warn, th.saturation_fail, low=False),
-        "zero_clipping": grade(zero_fraction, th.zero_warn, th.zero_fail, low=False),
-        "bit_depth": grade(
-            None if bits_used is None else bits_used / significant, th.bit_depth_warn, low=True
-        ),
-        "blank_planes": "fail"
-        if mine and len(blank) == len(mine)
-        else ("warn" if len(blank) >= th.blank_planes_warn else "pass"),
-        "uniformity": grade(uniformity, th.uniformity_warn, th.uniformity_fail, low=True),
-        "focus": grade(
-            best["power_log_log_slope"] if best else None, th.focus_slope_warn, low=True
-        ),
-    }
-    # A coarse histogram for plots: PLOT_BINS bins between min and max.
-    edges = np.linspace(acc.low, acc.high if acc.high > acc.low else acc.low + 1, PLOT_BINS + 1)
-    centres = base + (np.arange(acc.hist.size) + 0.5) * width
-    plot_hist, _ = np.histogram(centres, bins=edges, weights=acc.hist)
+    fg_pixels, fg_zeros = acc.cells.foreground(th.foreground_level)
+    nonzero = _nonzero(hist, acc.zeros)
+    nonzero_median = nonzero.quantile(50.0) if acc.count > acc.zeros else math.nan
+    # Non-zero pixels close to zero: none means the zeros are a fill value (padding).
+    gap_pixels = (
+        nonzero.count_between(nonzero.low, th.padding_gap * nonzero_median)
+        if math.isfinite(nonzero_median)
+        else 0
+    )
+    facts = ChannelFacts(
+        kind=dtype.kind,
+        bits=dtype.itemsize * 8,
+        significant_bits=significant,
+        count=count,
+        low=acc.low,
+        high=acc.high,
+        saturation_value=saturation_value,
+        saturated=acc.saturated,
+        zeros=acc.zeros,
+        padding_gap_pixels=gap_pixels,
+        nonzero_median=nonzero_median if math.isfinite(nonzero_median) else 0.0,
+        coverage=fg_pixels / count,
+        empty=acc.cells.empty / count,
+        foreground_zeros=fg_zeros,
+        foreground_pixels=fg_pixels,
+        rgb=rgb,
+        uniformity_pct=uniformity,
+        planes=len(mine),
+        blank_planes=len(blank),
+        best_slope=best["power_log_log_slope"] if best else None,
+        focus_edge=focus_edge,
+    )
+    checks = channel_checks(facts, th)
+    bits_used = (
+        math.ceil(math.log2(acc.high - acc.low + 1)) if dtype.kind in "uib" and acc.count else None
+    )
+    high = acc.high if acc.high > acc.low else acc.low + 1
     return {
         "channel": c,
         "label": label[0],
         "color": label[1],
-        "min": acc.low,
-        "max": acc.high,
-        "mean": mean,
-        "std": std,
-        "median": _percentile(acc.hist, base, width, 50.0),
-        "p0_1": _percentile(acc.hist, base, width, 0.1),
-        "p99_9": _percentile(acc.hist, base, width, 99.9),
+        "min": _finite(acc.low),
+        "max": _finite(acc.high),
+        "mean": _finite(mean),
+        "std": _finite(std),
+        "median": _finite(hist.quantile(50.0)),
+        "p0_1": _finite(hist.quantile(0.1)),
+        "p99_9": _finite(hist.quantile(99.9)),
+        "histogram_exact": hist.exact,
         "saturation_value": saturation_value,
-        "saturated_fraction": saturated,
-        "zero_fraction": zero_fraction,
+        "saturated_fraction": acc.saturated / count if saturation_value is not None else None,
+        "zero_fraction": acc.zeros / count,
+        "foreground_coverage": round(facts.coverage, 6),
+        "empty_fraction": round(facts.empty, 6),
+        "foreground_zero_fraction": (fg_zeros / fg_pixels if fg_pixels else None),
         "bits_used": bits_used,
-        "bits_available": significant,
+        "bits_available": significant or dtype.itemsize * 8,
         "blank_planes": blank,
         "best_focus_z": best["z"] if best and size_z > 1 else None,
         "uniformity_pct": None if uniformity is None else round(uniformity, 3),
         "histogram": {
-            "min": float(edges[0]),
-            "max": float(edges[-1]),
-            "counts": [int(v) for v in plot_hist],
+            "min": _finite(acc.low),
+            "max": _finite(high),
+            "counts": hist.plot(acc.low, high, PLOT_BINS) if acc.count else [],
         },
-        "checks": checks,
-        "status": worst(list(checks.values())),
+        **as_json(checks),
+        "status": overall([ch.flag for ch in checks.values()]),
     }
 
 
@@ -344,15 +443,24 @@ def thumbnail(
     for candidate in arrays:
         if max(candidate.shape[3:]) >= size:
             level = candidate
-    data = np.asarray(level[0]).astype(np.float64).max(axis=1)  # (C, Y, X)
+    data = np.asarray(level[0]).astype(np.float64)
+    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0).max(axis=1)  # (C, Y, X)
     rgb = np.zeros((*data.shape[1:], 3))
     for c, ((_, colour), (low, high)) in enumerate(zip(labels, windows, strict=True)):
+        if not (math.isfinite(low) and math.isfinite(high)):
+            low, high = float(data[c].min()), float(data[c].max())
         scaled = np.clip((data[c] - low) / ((high - low) or 1.0), 0, 1)
         weights = [int(colour[i : i + 2], 16) / 255 for i in (0, 2, 4)]
         rgb += scaled[..., None] * np.array(weights)
     step = max(1, math.ceil(max(rgb.shape[:2]) / size))
     image: np.ndarray = (np.clip(rgb[::step, ::step], 0, 1) * 255).round().astype(np.uint8)
     return image
+
+
+def _window(channel: dict[str, Any]) -> tuple[float, float]:
+    """Thumbnail contrast: p0.1 to p99.9 (NaN when the channel has no finite pixel)."""
+    low, high = channel["p0_1"], channel["p99_9"]
+    return (math.nan, math.nan) if low is None or high is None else (low, high)
 
 
 def run_qc(
@@ -363,8 +471,10 @@ def run_qc(
     out: Path,
     thumbnails: Path,
     thresholds: Thresholds,
+    page: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure every series of a dataset; write ``qc.json`` and one thumbnail per series.
+    """Measure every series of a dataset; write ``qc.json``, one thumbnail per series and
+    the dataset's QC page.
 
     Parameters
     ----------
@@ -379,9 +489,19 @@ def run_qc(
     thumbnails
         Folder for ``series-N.png``.
     thresholds
-        Check thresholds.
+        Where each check applies and its limits.
+    page
+        ``qc.html`` to write (thumbnails, histograms, focus plots; links relative to
+        ``out``'s folder), or None.
+
+    Returns
+    -------
+    dict
+        The content of ``qc.json``.
     """
     from PIL import Image
+
+    from bioingest.qc_page import dataset_page
 
     record = json.loads(record_path.read_text(encoding="utf-8"))
     src = zarr.open_group(intermediate, mode="r")
@@ -400,40 +520,49 @@ def run_qc(
             labels = metadata.display_channels(
                 rec, int(info["shape"][1]), rgb=bool(info.get("rgb"))
             )
-            result = _series_qc(array, rec, labels, thresholds, progress)
+            rgb = bool(info.get("rgb"))
+            result = _series_qc(array, rec, labels, thresholds, progress, rgb=rgb)
             source_hash = pixel_hash(array)
             output_hash = (rec or {}).get("pixel_sha256", {}).get("value")
             fidelity = "pass" if source_hash == output_hash else "fail"
-            flags = (rec or {}).get("flags", [])
+            flags = list((rec or {}).get("flags", []))
             group = final[paths[i]] if paths[i] else final
             assert isinstance(group, zarr.Group)
-            windows = [(ch["p0_1"], ch["p99_9"]) for ch in result["channels"]]
+            windows = [_window(ch) for ch in result["channels"]]
             png = thumbs / f"series-{i}.png"
             Image.fromarray(thumbnail(group, labels, windows=windows)).save(png, optimize=True)
-            checks = {"fidelity": fidelity, "metadata": "warn" if flags else "pass"}
-            statuses = [*checks.values(), *(ch["status"] for ch in result["channels"])]
+            reasons = {}
+            if fidelity == "fail":
+                reasons["fidelity"] = "the final level 0 differs from the pixels read"
+            statuses = [fidelity, *(ch["status"] for ch in result["channels"])]
             series_out.append(
                 {
                     "series": i,
+                    "path": paths[i],
                     "shape": info["shape"],
                     "dtype": info["dtype"],
                     "source_pixel_sha256": source_hash,
                     "output_pixel_sha256": output_hash,
-                    "metadata_flags": flags,
-                    "checks": checks,
-                    "status": worst(statuses),
+                    "checks": {"fidelity": fidelity},
+                    "reasons": reasons,
+                    "status": overall(statuses),
+                    "metadata": {"status": "warn" if flags else "pass", "flags": flags},
                     "thumbnail": f"thumbnails/series-{i}.png",
                     **result,
                 }
             )
     qc = {
         "dataset": record["dataset"],
-        "status": worst([s["status"] for s in series_out]),
-        "thresholds": thresholds.__dict__,
+        "status": overall([s["status"] for s in series_out]),
+        "metadata_status": overall([s["metadata"]["status"] for s in series_out]),
+        "store": {"path": store.name, "zarr_format": final.metadata.zarr_format},
+        "thresholds": dataclasses.asdict(thresholds),
         "series": series_out,
     }
     atomic.write_text(out, json.dumps(qc, indent=1, ensure_ascii=False) + "\n")
-    log.info("qc %s: %s", record["dataset"], qc["status"])
+    if page is not None:
+        atomic.write_text(page, dataset_page(qc, record, thumbnails=thumbnails, base=page.parent))
+    log.info("qc %s: %s (metadata %s)", record["dataset"], qc["status"], qc["metadata_status"])
     return qc
 
 
@@ -451,6 +580,9 @@ QC_COLUMNS = [
     "p99_9",
     "saturated_fraction",
     "zero_fraction",
+    "foreground_coverage",
+    "foreground_zero_fraction",
+    "empty_fraction",
     "bits_used",
     "bits_available",
     "blank_planes",
@@ -459,27 +591,47 @@ QC_COLUMNS = [
     "fidelity",
     "status",
     "problems",
+    "metadata",
 ]
+#: Columns copied from a channel of qc.json as they are.
+_CHANNEL_COLUMNS = QC_COLUMNS[3:21]
+
+
+def failing_checks(qc: dict[str, Any], flag: str) -> list[str]:
+    """Names of the image checks with ``flag`` anywhere in a dataset, sorted."""
+    return sorted(
+        {
+            name
+            for s in qc["series"]
+            for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
+            for name, value in checks.items()
+            if value == flag
+        }
+    )
 
 
 def qc_rows(qc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One tidy row per series and channel (``QC_COLUMNS``)."""
+    """One tidy row per series and channel (``QC_COLUMNS``); ``problems`` lists the
+    image checks that warn or fail, ``metadata`` the series' metadata flags."""
     rows = []
     for s in qc["series"]:
         for ch in s["channels"]:
             problems = [
-                f"{k}:{v}" for k, v in {**s["checks"], **ch["checks"]}.items() if v != "pass"
+                f"{k}:{v}"
+                for k, v in {**s["checks"], **ch["checks"]}.items()
+                if v in ("warn", "fail")
             ]
             rows.append(
                 {
                     "dataset": qc["dataset"],
                     "series": s["series"],
                     "channel": ch["channel"],
-                    **{k: ch[k] for k in QC_COLUMNS[3:17] if k != "blank_planes"},
+                    **{k: ch[k] for k in _CHANNEL_COLUMNS if k != "blank_planes"},
                     "blank_planes": len(ch["blank_planes"]),
                     "fidelity": s["checks"]["fidelity"],
-                    "status": worst([ch["status"], *s["checks"].values()]),
+                    "status": overall([ch["status"], *s["checks"].values()]),
                     "problems": ";".join(problems),
+                    "metadata": ";".join(s["metadata"]["flags"]),
                 }
             )
     return [{k: r.get(k) for k in QC_COLUMNS} for r in rows]

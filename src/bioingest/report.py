@@ -1,125 +1,77 @@
-"""Stage 6: one self-contained HTML page for the whole run (no scripts, no network).
+"""Stage 6: ``report.html``, one fast summary page for the whole run.
 
-It is built from whatever the output folder holds, so a partial run (some datasets failed)
-still gets a report that lists every dataset with its status and, for failures, the reason
-from the dataset's logs. Nothing in it depends on the time or the output folder's path, so
-reruns give the same bytes.
+One row per dataset: run status (and, for a failure, its step and one-line reason), the
+image-quality flag with the checks that fail or warn, metadata completeness apart from
+image quality, sizes, and how to open the store. Actionable rows come first: failed
+datasets, then QC ``fail``, then ``warn``; every column sorts with a click (a small inline
+script; no network). The detail of each dataset (thumbnails, histograms, focus plots) is in
+its own ``NAME/qc.html``, written by the ``qc`` step, which the summary links to. Nothing in
+the page depends on the time or the output folder's path, so reruns give the same bytes.
 """
 
 from __future__ import annotations
 
-import base64
+import csv
 import html
 import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bioingest import atomic
+from bioingest.html_parts import STYLE, VIEWER_HELP, badge, napari_command
 
-COLOURS = {
-    "pass": "#1a7f37",
-    "warn": "#b7791f",
-    "fail": "#c62828",
-    "failed": "#c62828",
-    "ok": "#1a7f37",
-    "missing": "#6e7781",
-}
-STYLE = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem;color:#1f2328}
-h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #d0d7de}
-table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #d0d7de;
-padding:.25rem .5rem;text-align:left;font-size:.85rem;vertical-align:top}
-th{background:#f6f8fa}.badge{display:inline-block;padding:0 .45rem;border-radius:.6rem;
-color:#fff;font-weight:600;font-size:.8rem}.series{display:flex;flex-wrap:wrap;gap:1.5rem}
-figure{margin:0}figcaption{font-size:.8rem;color:#57606a}.reason{color:#c62828}
-img.thumb{image-rendering:pixelated;border:1px solid #d0d7de;max-width:256px}
-.plot{margin-top:.5rem}
+#: Sort rank of a dataset's state: what needs action first.
+RANK = {"failed": 0, "fail": 1, "warn": 2, "missing": 3, "pass": 4, "n/a": 5}
+SORT_SCRIPT = """
+document.querySelectorAll('th[data-c]').forEach(function(th){th.addEventListener('click',
+function(){var c=+th.dataset.c,b=document.getElementById('rows'),d=th.dataset.d==='1'?-1:1;
+th.dataset.d=d===1?'1':'0';var rows=Array.prototype.slice.call(b.rows);
+function key(r){var td=r.cells[c];return td.dataset.s!==undefined?+td.dataset.s:
+td.textContent.toLowerCase();}
+rows.sort(function(x,y){var a=key(x),z=key(y);return a<z?-d:a>z?d:0;});
+var f=document.createDocumentFragment();rows.forEach(function(r){f.appendChild(r);});
+b.appendChild(f);});});
 """
 
 
-def badge(status: str) -> str:
-    """A coloured status label."""
-    colour = COLOURS.get(status, "#6e7781")
-    return f'<span class="badge" style="background:{colour}">{html.escape(status)}</span>'
+@dataclass(frozen=True)
+class FailedDataset:
+    """A dataset that did not complete: the step that failed and its one-line reason."""
+
+    name: str
+    step: str
+    reason: str
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return html.escape(str(value))
+def read_failed(path: Path) -> list[FailedDataset]:
+    """Failed datasets from a TSV with the columns ``dataset``, ``step``, ``reason``
+    (the run's ``failed.tsv``); a missing file means none failed."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [FailedDataset(r["dataset"], r.get("step") or "", r.get("reason") or "") for r in rows]
 
 
 def failure_reason(out_dir: Path, name: str) -> str | None:
     """The first ``ERROR`` line of the dataset's logs, without its level, or None."""
+    failed = failure_from_logs(out_dir, name)
+    return failed.reason if failed else None
+
+
+def failure_from_logs(out_dir: Path, name: str) -> FailedDataset | None:
+    """The dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step."""
     logs = out_dir / "logs" / name
     if not logs.is_dir():
         return None
     for log in sorted(logs.glob("*.log")):
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("ERROR "):
-                return line[len("ERROR ") :]
+                return FailedDataset(name, log.stem, line[len("ERROR ") :])
     return None
-
-
-def _svg_histogram(hist: dict[str, Any], colour: str) -> str:
-    counts = hist["counts"]
-    if not counts or max(counts) == 0:
-        return ""
-    width, height = 192, 64
-    top = max(counts)
-    bar = width / len(counts)
-    # Square-root heights keep small populations visible next to the background peak.
-    bars = "".join(
-        f'<rect x="{i * bar:.2f}" y="{height - height * (c / top) ** 0.5:.2f}" '
-        f'width="{bar:.2f}" height="{height * (c / top) ** 0.5:.2f}"/>'
-        for i, c in enumerate(counts)
-        if c
-    )
-    fill = "#" + (colour if colour != "FFFFFF" else "57606a")
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" '
-        f'role="img"><title>histogram</title><g fill="{fill}">{bars}</g>'
-        f'<text x="0" y="{height + 12}" font-size="10">{_fmt(hist["min"])}</text>'
-        f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">'
-        f"{_fmt(hist['max'])}</text></svg>"
-    )
-
-
-def _svg_focus(planes: list[dict[str, Any]], channels: list[dict[str, Any]]) -> str:
-    """Normalised variance against Z at t = 0, one line per channel."""
-    width, height = 192, 64
-    lines = []
-    zs = sorted({p["z"] for p in planes})
-    if len(zs) < 2:
-        return ""
-    for ch in channels:
-        points = [
-            (p["z"], p["normalized_variance"])
-            for p in planes
-            if p["t"] == 0 and p["c"] == ch["channel"] and p["normalized_variance"]
-        ]
-        if len(points) < 2:
-            continue
-        top = max(v for _, v in points)
-        coords = " ".join(
-            f"{z / (len(zs) - 1) * width:.1f},{height - v / top * (height - 4):.1f}"
-            for z, v in points
-        )
-        colour = "#" + (ch["color"] if ch["color"] != "FFFFFF" else "57606a")
-        lines.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>'
-        )
-    if not lines:
-        return ""
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" '
-        f'role="img"><title>focus by Z</title>{"".join(lines)}'
-        f'<text x="0" y="{height + 12}" font-size="10">z 0</text>'
-        f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">'
-        f"z {zs[-1]}</text></svg>"
-    )
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -129,110 +81,197 @@ def _load(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _summary_row(out_dir: Path, name: str) -> tuple[str, str]:
+def _first_reason(qc: dict[str, Any], flag: str) -> str:
+    """``check: reason`` of the first check with ``flag`` (series, then channel order)."""
+    for s in qc["series"]:
+        for name, value in s["checks"].items():
+            if value == flag:
+                return f"{name}: {s['reasons'].get(name, '')} (series {s['series']})"
+        for ch in s["channels"]:
+            for name, value in ch["checks"].items():
+                if value == flag:
+                    where = f"series {s['series']}, {ch['label']}"
+                    return f"{name}: {ch['reasons'].get(name, '')} ({where})"
+    return ""
+
+
+def _checks_with(qc: dict[str, Any], flag: str) -> list[str]:
+    return sorted(
+        {
+            name
+            for s in qc["series"]
+            for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
+            for name, value in checks.items()
+            if value == flag
+        }
+    )
+
+
+def _sizes(record: dict[str, Any]) -> str:
+    series = record["series"]
+    if not series:
+        return ""
+    s = series[0]
+    text = (
+        f"{s['size_x']['value']}×{s['size_y']['value']} Z{s['size_z']['value']} "
+        f"C{s['size_c']['value']} T{s['size_t']['value']} {s['pixel_type']['value']}"
+    )
+    return text + (f" +{len(series) - 1} series" if len(series) > 1 else "")
+
+
+@dataclass(frozen=True)
+class _Row:
+    rank: int
+    name: str
+    html: str
+    state: str
+    metadata: str
+
+
+def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
+    esc = html.escape(name)
     record = _load(out_dir / name / "metadata.json")
     qc = _load(out_dir / name / "qc.json")
-    reason = failure_reason(out_dir, name)
-    status = "failed" if reason else ("ok" if qc else "missing")
-    sizes = ""
+    # A dataset whose conversion failed has failure records in their place.
+    record = None if record and "failure" in record else record
+    qc = None if qc and "failure" in qc else qc
+    state = "failed" if failure else ("ok" if qc else "missing")
+    quality = "missing" if qc is None else str(qc["status"])
+    metadata = "missing" if qc is None else str(qc.get("metadata_status", "missing"))
+    rank = RANK["failed"] if failure else RANK[quality]
+    if failure:
+        problem = f"{html.escape(failure.step)}: {html.escape(failure.reason)}"
+        detail = f'<td class="reason">{problem}</td>'
+    elif qc:
+        fails, warns = _checks_with(qc, "fail"), _checks_with(qc, "warn")
+        worst = "fail" if fails else ("warn" if warns else "")
+        listed = "; ".join(
+            f"{flag} {', '.join(names)}"
+            for flag, names in (("fail", fails), ("warn", warns))
+            if names
+        )
+        first = html.escape(_first_reason(qc, worst)) if worst else ""
+        detail = f"<td>{html.escape(listed)}" + (f"<br>{first}" if first else "") + "</td>"
+    else:
+        detail = "<td></td>"
     score = ""
     if record:
-        sizes = "<br>".join(
-            f"{s['size_x']['value']}×{s['size_y']['value']} Z{s['size_z']['value']} "
-            f"C{s['size_c']['value']} T{s['size_t']['value']} {s['pixel_type']['value']}"
-            for s in record["series"][:3]
-        )
-        if len(record["series"]) > 3:
-            sizes += f"<br>… {len(record['series'])} series"
         c = record["completeness"]
-        score = f"{html.escape(c['nbo_tier'])} ({c['tier1_pct']:g}% / {c['tier2_pct']:g}%)"
-    flags = ""
-    if qc:
-        problems = sorted(
-            {
-                f"{k}:{v}"
-                for s in qc["series"]
-                for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
-                for k, v in checks.items()
-                if v != "pass"
-            }
-        )
-        flags = badge(qc["status"]) + " " + html.escape(", ".join(problems))
-    row = (
-        f'<tr><td><a href="#ds-{html.escape(name)}">{html.escape(name)}</a></td>'
-        f"<td>{badge(status)}</td><td>{sizes}</td><td>{score}</td><td>{flags}</td>"
-        f'<td class="reason">{html.escape(reason or "")}</td></tr>'
+        score = f"{html.escape(c['nbo_tier'])} ({c['tier1_pct']:g}/{c['tier2_pct']:g} %)"
+    store = f"{name}/{qc['store']['path']}" if qc else f"{name}/{name}.ome.zarr"
+    opened = (
+        f'<code>{html.escape(napari_command(store))}</code> <a href="{html.escape(store)}/">web</a>'
+        if qc
+        else ""
     )
-    return status, row
+    link = f'<a href="{esc}/qc.html">{esc}</a>' if qc else esc
+    cells = (
+        f"<td>{link}</td><td data-s={rank}>{badge(state)}</td>"
+        f"<td data-s={RANK[quality]}>{badge(quality)}</td>{detail}"
+        f"<td data-s={RANK[metadata]}>{badge(metadata)}</td><td>{score}</td>"
+        f"<td>{html.escape(_sizes(record)) if record else ''}</td><td>{opened}</td>"
+    )
+    return _Row(rank, name, f"<tr>{cells}</tr>", "failed" if failure else quality, metadata)
 
 
-def _dataset_section(out_dir: Path, name: str) -> str:
-    record = _load(out_dir / name / "metadata.json")
-    qc = _load(out_dir / name / "qc.json")
-    reason = failure_reason(out_dir, name)
-    parts = [f'<h2 id="ds-{html.escape(name)}">{html.escape(name)}</h2>']
-    if reason:
-        parts.append(f'<p class="reason">Failed: {html.escape(reason)}</p>')
-    if record:
-        parts.append(
-            f"<p>Source {html.escape(record['source_file'])} "
-            f"({html.escape(record['reader_format'])}), {len(record['series'])} series.</p>"
-        )
-    if not qc:
-        return "".join(parts)
-    figures = []
-    for s in qc["series"]:
-        png = out_dir / name / s["thumbnail"]
-        data = base64.b64encode(png.read_bytes()).decode() if png.is_file() else ""
-        rows = "".join(
-            f"<tr><td>{_fmt(ch['label'])}</td><td>{badge(ch['status'])}</td>"
-            f"<td>{_fmt(ch['min'])}–{_fmt(ch['max'])}</td><td>{_fmt(ch['mean'])}</td>"
-            f"<td>{_fmt(ch['saturated_fraction'])}</td><td>{_fmt(ch['bits_used'])}/"
-            f"{_fmt(ch['bits_available'])}</td><td>{len(ch['blank_planes'])}</td>"
-            f"<td>{_fmt(ch['best_focus_z'])}</td><td>{_fmt(ch['uniformity_pct'])}</td>"
-            f"<td>{_svg_histogram(ch['histogram'], ch['color'])}</td></tr>"
-            for ch in s["channels"]
-        )
-        focus = _svg_focus(s["planes"], s["channels"])
-        checks = ", ".join(f"{k} {badge(v)}" for k, v in s["checks"].items())
-        figures.append(
-            f'<figure><img class="thumb" alt="series {s["series"]} thumbnail" '
-            f'src="data:image/png;base64,{data}"><figcaption>series {s["series"]} '
-            f"{badge(s['status'])} {checks}</figcaption>"
-            f"<table><tr><th>channel</th><th>QC</th><th>range</th><th>mean</th>"
-            f"<th>saturated</th><th>bits</th><th>blank planes</th><th>best Z</th>"
-            f"<th>uniformity %</th><th>histogram</th></tr>{rows}</table>"
-            + (
-                f'<div class="plot"><figcaption>Focus by Z (normalised variance)</figcaption>'
-                f"{focus}</div>"
-                if focus
-                else ""
+def skipped_summary(inventory_tsv: Path) -> str:
+    """One paragraph: how many files the inventory skipped, by reason, with a link."""
+    with open(inventory_tsv, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    reasons = Counter(r["reason"] for r in rows if r["status"] == "skipped")
+    listed = "; ".join(f"{html.escape(r)}: {n}" for r, n in sorted(reasons.items()))
+    return (
+        f"<p>{len(rows)} files under the input folder; {sum(reasons.values())} skipped"
+        + (f" ({listed})" if listed else "")
+        + '. Every file and its dataset: <a href="inventory.tsv">inventory.tsv</a>.</p>'
+    )
+
+
+def build_report(
+    out_dir: Path,
+    datasets: Sequence[str],
+    *,
+    failed: Sequence[FailedDataset] | None = None,
+    inventory: Path | None = None,
+) -> str:
+    """The summary page for ``datasets`` (names) in ``out_dir``, as HTML text.
+
+    Parameters
+    ----------
+    out_dir
+        The run's output folder (``NAME/qc.json``, ``NAME/metadata.json`` are read).
+    datasets
+        Every dataset of the run, failed ones included.
+    failed
+        Datasets that did not complete, with step and reason (the run's ``failed.tsv``);
+        None reads the first ``ERROR`` line of each dataset's logs instead.
+    inventory
+        The run's ``inventory.tsv``: skipped files are counted by reason, with a link.
+    """
+    names = sorted(set(datasets) | {f.name for f in failed or ()})
+    by_name = {f.name: f for f in failed or ()}
+    rows = sorted(
+        (
+            _row(
+                out_dir,
+                n,
+                by_name.get(n) if failed is not None else failure_from_logs(out_dir, n),
             )
-            + "</figure>"
+            for n in names
+        ),
+        key=lambda r: (r.rank, r.name),
+    )
+    states = Counter(r.state for r in rows)
+    meta = Counter(r.metadata for r in rows)
+    failed_count = states["failed"]
+    summary = (
+        f"<p>{len(rows)} datasets, {len(rows) - failed_count} converted, "
+        f"{failed_count} failed.</p><p>Image quality: "
+        + ", ".join(f"{badge(s)} {states[s]}" for s in ("fail", "warn", "pass") if states[s])
+        + " · metadata: "
+        + ", ".join(f"{badge(s)} {meta[s]}" for s in ("warn", "pass") if meta[s])
+        + "</p>"
+        + (skipped_summary(inventory) if inventory is not None else "")
+    )
+    header = "".join(
+        f'<th data-c="{i}" title="sort">{label}</th>'
+        for i, label in enumerate(
+            (
+                "dataset",
+                "run",
+                "image QC",
+                "fail / warn: checks, first reason",
+                "metadata",
+                "completeness (tier 1/2)",
+                "size (first series)",
+                "open (napari, web)",
+            )
         )
-    parts.append(f'<div class="series">{"".join(figures)}</div>')
-    return "".join(parts)
-
-
-def build_report(out_dir: Path, datasets: list[str]) -> str:
-    """The report page for ``datasets`` (names) in ``out_dir``, as HTML text."""
-    rows = [_summary_row(out_dir, n) for n in sorted(datasets)]
-    failed = sum(1 for status, _ in rows if status == "failed")
-    sections = "".join(_dataset_section(out_dir, n) for n in sorted(datasets))
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>bioingest report</title>"
-        f"<style>{STYLE}</style></head><body><h1>bioingest report</h1>"
-        f"<p>{len(rows)} datasets, {len(rows) - failed} converted, {failed} failed.</p>"
-        "<table><tr><th>dataset</th><th>status</th><th>sizes</th>"
-        "<th>metadata completeness (tier 1 / tier 2)</th><th>QC</th><th>failure</th></tr>"
-        + "".join(row for _, row in rows)
-        + f"</table>{sections}</body></html>\n"
+        f"<style>{STYLE}th[data-c]{{cursor:pointer}}</style></head><body>"
+        f"<h1>bioingest report</h1>{summary}"
+        "<p class=note>Failures and QC fails first; click a column to sort. Each dataset "
+        "links to its QC page (thumbnails, histograms, focus plots, every check's reason); "
+        "formulas and thresholds: docs/qc.md.</p>"
+        f"{VIEWER_HELP}<table><thead><tr>{header}</tr></thead>"
+        f'<tbody id="rows">{"".join(r.html for r in rows)}</tbody></table>'
+        f"<script>{SORT_SCRIPT}</script></body></html>\n"
     )
 
 
-def write_report(out_dir: Path, datasets: list[str], *, out: Path | None = None) -> Path:
-    """Write ``report.html`` for ``datasets`` into ``out_dir`` (or ``out``)."""
+def write_report(
+    out_dir: Path,
+    datasets: Sequence[str],
+    *,
+    out: Path | None = None,
+    failed: Sequence[FailedDataset] | None = None,
+    inventory: Path | None = None,
+) -> Path:
+    """Write ``report.html`` for ``datasets`` into ``out_dir`` (or ``out``); see
+    :func:`build_report` for ``failed`` and ``inventory``."""
     target = out or out_dir / "report.html"
-    atomic.write_text(target, build_report(out_dir, datasets))
+    atomic.write_text(target, build_report(out_dir, datasets, failed=failed, inventory=inventory))
     return target

@@ -6,6 +6,7 @@ rule qc:
         store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
     output:
         qc=f"{OUT}/{{dataset}}/qc.json",
+        page=f"{OUT}/{{dataset}}/qc.html",
         thumbnails=report(
             directory(f"{OUT}/{{dataset}}/thumbnails"),
             patterns=["{name}.png"],
@@ -23,11 +24,11 @@ rule qc:
     params:
         options=qc_options,
     message:
-        "qc {wildcards.dataset}: metrics, pass/warn/fail flags and thumbnails"
+        "qc {wildcards.dataset}: metrics, pass/warn/fail/n/a flags, thumbnails, QC page"
     shell:
         "bioingest qc {input.intermediate:q} --metadata {input.metadata:q} "
         "--store {input.store:q} --source-json {input.source_json:q} "
-        "--out {output.qc:q} --thumbnails {output.thumbnails:q} "
+        "--out {output.qc:q} --thumbnails {output.thumbnails:q} --page {output.page:q} "
         "{params.options} --log {log:q}"
 
 

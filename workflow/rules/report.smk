@@ -15,7 +15,8 @@ rule report:
         out_dir=output_folder,
         datasets=dataset_names,
     message:
-        "report: one self-contained HTML page for the run"
+        "report: the run's summary page, linking to each dataset's qc.html"
     shell:
         "bioingest report {params.out_dir:q} --datasets {params.datasets} "
-        "--out {output:q} --log {log:q}"
+        "--failed {input.failed:q} --inventory {input.inventory:q} --out {output:q} "
+        "--log {log:q}"
