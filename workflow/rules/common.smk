@@ -18,6 +18,7 @@ from bioingest.resources import (
     pixel_bytes,
     series_bytes,
 )
+from bioingest.targets import from_config as store_settings
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -158,10 +159,11 @@ def part_runtime(wildcards, input, attempt):
 
 
 def _image_estimate(input, attempt):
+    store = store_settings(config)
     return image_estimate(
         pixel_bytes=pixel_bytes(Path(input.source_json)),
-        chunk_size=config["chunk_size"],
-        shard_chunks=config["shard_chunks"],
+        chunk_size=store.chunk_size,
+        shard_chunks=store.shard_chunks,
         tile_size=config["tile_size"],
         attempt=attempt,
     )
@@ -266,7 +268,12 @@ def deliverables(wildcards=None):
         f"{OUT}/bia-file-list.tsv",
     ]
     return (
-        stores + dataset_records(wildcards) + qc_reports(wildcards) + tables + run_files
+        stores
+        + ome_tiffs()
+        + dataset_records(wildcards)
+        + qc_reports(wildcards)
+        + tables
+        + run_files
     )
 
 
