@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,7 @@ import yaml
 
 from bioingest import targets
 from bioingest.targets import StoreSettings, from_config, pyramid_options, resolve
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import BIN, REPO, run_workflow
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,45 @@ def test_config_numbers_and_overrides_become_verb_options() -> None:
     assert pyramid_options(config) == ["--target=web", "--ngff-version=0.4", "--chunk-size=256"]
     with pytest.raises(ValueError, match=r"^unknown ngff_version '0\.3'"):
         from_config({"ngff_version": "0.3"})
+
+
+def test_a_contradiction_stops_the_workflow_with_one_line(tmp_path: Path, real_dir: Path) -> None:
+    proc = run_workflow(
+        tmp_path / "work",
+        {
+            "input_dir": real_dir / "dv",
+            "output_dir": tmp_path / "out",
+            "target": "omero",
+            "shard_chunks": 4,
+        },
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert not (tmp_path / "out").exists()
+    assert "config: shard_chunks 4 needs ngff_version 0.5 (Zarr v2 has no shards)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_verb_refuses_a_contradiction_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            str(BIN / "bioingest"),
+            "pyramid",
+            str(tmp_path / "in.zarr"),
+            "--ome-xml",
+            str(tmp_path / "x.ome.xml"),
+            "--out",
+            str(tmp_path / "o.ome.zarr"),
+            "--ngff-version",
+            "0.4",
+            "--shard-chunks",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "bioingest pyramid: shard_chunks 2 needs ngff_version 0.5 (Zarr v2 has no shards)\n"
+    )

@@ -269,7 +269,7 @@ def deliverables(wildcards=None):
     ]
     return (
         stores
-        + ome_tiffs()
+        + OME_TIFFS
         + dataset_records(wildcards)
         + qc_reports(wildcards)
         + tables

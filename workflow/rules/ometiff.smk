@@ -1,8 +1,10 @@
-def ome_tiffs(wildcards=None):
-    """The pyramidal OME-TIFF of every dataset, when the target or ome_tiff asks for it."""
-    if not STORE.ome_tiff:
-        return []
-    return [f"{OUT}/{name}/{name}.ome.tif" for name in sorted(DATASETS)]
+# The pyramidal OME-TIFF of every dataset, when the target or ome_tiff asks for it
+# (STORE: pyramid.smk); common.smk's deliverables() lists them.
+OME_TIFFS = (
+    [f"{OUT}/{name}/{name}.ome.tif" for name in sorted(DATASETS)]
+    if STORE.ome_tiff
+    else []
+)
 
 
 rule ome_tiff:

@@ -6,11 +6,10 @@ try:
     STORE = targets.from_config(config)
 except ValueError as exc:
     raise WorkflowError(f"config: {exc}") from None
-
-
-def pyramid_store_options(wildcards):
-    """--target and the explicit store settings; the verb resolves them."""
-    return " ".join(shlex.quote(o) for o in targets.pyramid_options(config))
+# --target and the explicit store settings, for the verb (which resolves them).
+PYRAMID_STORE_OPTIONS = " ".join(
+    shlex.quote(o) for o in targets.pyramid_options(config)
+)
 
 
 rule pyramid:
@@ -29,7 +28,7 @@ rule pyramid:
         mem_mb=image_mem_mb,
         runtime=image_runtime,
     params:
-        store=pyramid_store_options,
+        store=PYRAMID_STORE_OPTIONS,
         method=pyramid_method,
         min_size=config["pyramid_min_size"],
         study=study_option,
