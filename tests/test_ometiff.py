@@ -16,6 +16,7 @@ import zarr
 from bioingest import omexml
 from bioingest.checksum import image_paths
 from bioingest.ometiff import layout_xml
+from conftest import run_workflow
 
 BIN = Path(sys.executable).parent
 NAMES = ["toxo", "scenes", "plate"]
@@ -92,6 +93,50 @@ def test_bioformats_reads_the_same_pixels_pyramid_and_metadata(
         if pixels.get("PhysicalSizeX") is not None:
             assert float(size.value()) == pytest.approx(float(pixels.get("PhysicalSizeX")))
     assert meta.getPlateCount() == len(omexml.children(source, "Plate"))
+
+
+@pytest.fixture(scope="module")
+def odd_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Path:
+    """The default target (NGFF 0.5) with ``ome_tiff=True``, on colour pixels, 22 tiny
+    series and a FLIM file with 16 channels."""
+    base = tmp_path_factory.mktemp("odd")
+    out = base / "out"
+    sheet = base / "samples.tsv"
+    rows = {
+        "rgb": "tiff/Fluorescence_RGB.tif",
+        "swatch": "ome-tiff/6x4y1z1t1c8b-swatch-2s2p4w2ws.ome-v-Match.ome.tiff",
+        "flim": "ome-tiff/mini-flim-moduloC.ome.tiff",
+    }
+    lines = ["dataset\tpath", *(f"{n}\t{real_dir / p}" for n, p in rows.items())]
+    sheet.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_workflow(base / "work", {"samples": sheet, "output_dir": out, "ome_tiff": True})
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "series", "channels"), [("rgb", 1, 3), ("swatch", 22, 1), ("flim", 1, 16)]
+)
+def test_ome_tiff_next_to_05_for_colour_many_series_and_many_channels(
+    odd_run: Path, bioformats: Any, name: str, series: int, channels: int
+) -> None:
+    folder = odd_run / name
+    assert (zarr.open_group(folder / f"{name}.ome.zarr", mode="r").metadata.zarr_format) == 3
+    expected = _levels(folder / f"{name}.ome.zarr")
+    reader = bioformats(folder / f"{name}.ome.tif")
+    assert reader.format_name == "OME-TIFF"
+    assert len(reader.series) == len(expected) == series
+    for info, levels in zip(reader.series, expected, strict=True):
+        t, c, z, y, x = levels[0].shape
+        assert info.shape == (t, c, z, y, x) and c == channels
+        # Colour samples are written as separate channels, one sample each.
+        assert not info.rgb
+        for ti in range(t):
+            for ci in range(c):
+                for zi in range(z):
+                    np.testing.assert_array_equal(
+                        reader.read_tile(info.index, ti, ci, zi, 0, 0, y, x),
+                        levels[0][ti, ci, zi],
+                    )
 
 
 def test_reruns_are_byte_identical(target_runs: dict[str, Path], tmp_path: Path) -> None:

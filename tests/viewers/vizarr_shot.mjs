@@ -52,9 +52,12 @@ try {
     });
     await page.goto(url, { waitUntil: "networkidle0", timeout: 60000 });
     await page.waitForSelector("canvas", { timeout: 30000 });
-    // Let the tiles arrive and the WebGL canvas render (network idle, then two frames).
+    // Let the tiles arrive and the WebGL canvas render: network idle, a pause, two frames.
     await page.waitForNetworkIdle({ idleTime: 1000, timeout: 60000 });
     await new Promise((resolve) => setTimeout(resolve, 1500));
+    await page.evaluate(
+      () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))),
+    );
     await page.screenshot({ path: shot });
     result.text = await page.evaluate(() => document.body.innerText);
     results.push(result);
