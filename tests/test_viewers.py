@@ -157,6 +157,9 @@ def test_vizarr_renders_every_store_without_errors(target_runs: dict[str, Path])
             name, _, series = store.partition("/")
             rel = (out / name / f"{name}.ome.zarr" / series).relative_to(data)
             pages[f"{version}-{store.replace('/', '')}"] = rel.as_posix()
+    # A bioformats2raw root, to show that an error page is told from a rendered image.
+    root = target_runs["0.5"] / "scenes" / "scenes.ome.zarr"
+    pages["0.5-scenes-root"] = root.relative_to(data).as_posix()
     with serve(app, data) as base:
         proc = subprocess.run(
             ["node", str(HERE / "vizarr_shot.mjs"), str(modules)]
@@ -169,7 +172,15 @@ def test_vizarr_renders_every_store_without_errors(target_runs: dict[str, Path])
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
     assert len(results) == len(pages)
-    for label, result in zip(pages, results, strict=True):
+    by_label = dict(zip(pages, results, strict=True))
+    error_page = by_label.pop("0.5-scenes-root")
+    assert not error_page["canvas"]
+    assert error_page["text"] == (
+        'Error: server replied with "Group is missing multiscales specification." '
+        "when loading the resource"
+    )
+    for label, result in by_label.items():
+        assert result["canvas"], label
         assert result["blocked"] == [], label
         assert result["page_errors"] == [], label
         # zarrita probes for Zarr v2 and v3 metadata; the missing keys answer 404, which
@@ -187,7 +198,6 @@ def test_vizarr_renders_every_store_without_errors(target_runs: dict[str, Path])
         assert "rror" not in text and "missing" not in text, (label, text)
         share, distinct = _non_blank(Path(result["shot"]))
         assert share > 0.01 and distinct > 20, (label, share, distinct)
-    by_label = dict(zip(pages, results, strict=True))
     # The channel names of the omero block are in vizarr's layer controls.
     assert "Channel 0\nChannel 1" in by_label["0.5-toxo"]["text"]
     assert "DAPI\nEGFP" in by_label["0.4-scenes2"]["text"]

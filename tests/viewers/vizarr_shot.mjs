@@ -51,7 +51,11 @@ try {
       if (response.status() >= 400) result.failed.push(`${response.status()} ${response.url()}`);
     });
     await page.goto(url, { waitUntil: "networkidle0", timeout: 60000 });
-    await page.waitForSelector("canvas", { timeout: 30000 });
+    // An error page has no canvas: record that and still take the screenshot and text.
+    result.canvas = await page
+      .waitForSelector("canvas", { timeout: 30000 })
+      .then(() => true)
+      .catch(() => false);
     // Let the tiles arrive and the WebGL canvas render: network idle, a pause, two frames.
     await page.waitForNetworkIdle({ idleTime: 1000, timeout: 60000 });
     await new Promise((resolve) => setTimeout(resolve, 1500));
