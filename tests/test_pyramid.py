@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 import zarr
 
+from bioingest import ngff
 from bioingest.checksum import image_paths
+from bioingest.errors import IngestError
 from bioingest.pyramid import StoreOptions, downsample, level_shapes
 
 DTYPES = ["uint8", "uint16", "int16", "uint32", "float32", "float64"]
@@ -192,3 +194,31 @@ def test_tensorstore_reads_level_0_of_every_series_equal_to_the_source(
                     np.testing.assert_array_equal(
                         pixels[ti, ci, zi], reader.read_tile(info.index, ti, ci, zi, 0, 0, y, x)
                     )
+
+
+@pytest.mark.parametrize(("version", "zarr_format"), [("0.4", 2), ("0.5", 3)])
+def test_metadata_that_does_not_validate_is_one_clear_error(
+    tmp_path: Path, version: ngff.NgffVersion, zarr_format: Literal[2, 3]
+) -> None:
+    group = zarr.open_group(tmp_path / "bad.zarr", mode="w", zarr_format=zarr_format)
+    # Four dimensions for five axes: ome-zarr-models refuses it as the store is written.
+    group.create_array("0", shape=(1, 1, 4, 4), dtype="uint8", chunks=(1, 1, 4, 4))
+    with pytest.raises(IngestError) as caught:
+        ngff.write_multiscale(
+            group,
+            name="bad",
+            level_paths=["0"],
+            level_factors=[(1, 1)],
+            physical_size_um=(1.0, 1.0, None),
+            time_increment_s=None,
+            method="mean",
+            omero=ngff.omero(
+                channels=[("a", "FFFFFF")], ranges=[(0, 1)], dtype=np.dtype("uint8"), default_z=0
+            ),
+            version=version,
+        )
+    assert caught.value.path == str(tmp_path / "bad.zarr")
+    assert caught.value.problem.startswith(
+        f"NGFF {version} image metadata does not validate: Value error, The multiscale "
+        "metadata has 5 axes which does not match the dimensionality of the array"
+    )

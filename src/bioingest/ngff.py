@@ -11,11 +11,13 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pydantic
 import zarr
 from ome_zarr.format import Format, FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
 from ome_zarr_models import v04, v05
 
+from bioingest.errors import IngestError
 from bioingest.targets import NgffVersion
 
 __all__ = ["NgffVersion"]
@@ -64,7 +66,29 @@ def write_multiscale(
     """Write an image's ``multiscales`` and ``omero`` metadata with ome-zarr-py, then
     validate the image with ome-zarr-models.
 
-    Unknown physical sizes get scale 1 and no unit.
+    Parameters
+    ----------
+    group
+        The image group; its level arrays must already exist.
+    name
+        Image name.
+    level_paths, level_factors
+        Array path of each level and its downsampling factor in Y and X.
+    physical_size_um
+        Pixel size in X, Y and Z (µm); unknown sizes get scale 1 and no unit.
+    time_increment_s
+        Time step (s), or ``None`` for scale 1 and no unit.
+    method
+        Downsampling method, recorded as the multiscale ``type``.
+    omero
+        The ``omero`` rendering block (see :func:`omero`).
+    version
+        NGFF version to write.
+
+    Raises
+    ------
+    IngestError
+        The written metadata does not validate.
     """
     px, py, pz = physical_size_um
     known = px is not None and py is not None
@@ -160,7 +184,20 @@ def _validated(group: zarr.Group, version: NgffVersion, kind: str) -> None:
     with warnings.catch_warnings():
         # ome-zarr-models asks 0.5 plates for a version it also reads from the "ome" key.
         warnings.filterwarnings("ignore", "'version' field not specified", UserWarning)
-        model.from_zarr(group)
+        try:
+            model.from_zarr(group)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            more = exc.error_count() - 1
+            root = getattr(group.store, "root", group.store)
+            raise IngestError(
+                f"{root}/{group.path}".rstrip("/"),
+                f"NGFF {version} {kind} metadata does not validate: "
+                + (f"{where}: " if where else "")
+                + first["msg"]
+                + (f" (and {more} more problems)" if more else ""),
+            ) from None
 
 
 def wrap(version: NgffVersion, attrs: dict[str, Any]) -> dict[str, Any]:
