@@ -51,11 +51,12 @@ try {
       if (response.status() >= 400) result.failed.push(`${response.status()} ${response.url()}`);
     });
     await page.goto(url, { waitUntil: "networkidle0", timeout: 60000 });
-    // An error page has no canvas: record that and still take the screenshot and text.
-    result.canvas = await page
-      .waitForSelector("canvas", { timeout: 30000 })
-      .then(() => true)
-      .catch(() => false);
+    // Wait for the image's canvas or an error message; an error page has no canvas.
+    await page.waitForFunction(
+      () => document.querySelector("canvas") || document.body.innerText.includes("Error"),
+      { timeout: 30000 },
+    );
+    result.canvas = (await page.$("canvas")) !== null;
     // Let the tiles arrive and the WebGL canvas render: network idle, a pause, two frames.
     await page.waitForNetworkIdle({ idleTime: 1000, timeout: 60000 });
     await new Promise((resolve) => setTimeout(resolve, 1500));
