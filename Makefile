@@ -46,15 +46,46 @@ lint: setup ## ruff, mypy, snakefmt and snakemake --lint
 	  || { echo "$$out"; exit 1; }; \
 	  if grep -q "^Lints for" <<<"$$out"; then echo "$$out"; exit 1; fi; echo "snakemake --lint: clean"
 
-test-deps: ## Debian packages the tests drive for real (headless Chromium, SLURM, munge)
-	@missing=""; for c in chromium:chromium slurmctld:slurm-wlm munged:munge; do \
-	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+# Viewers driven by the tests: napari under Xvfb (Qt's xcb libraries), vizarr in Chromium.
+VIEWER_DEBS := xvfb:xvfb xauth:xauth \
+  /usr/lib/x86_64-linux-gnu/libxcb-cursor.so.0:libxcb-cursor0 \
+  /usr/lib/x86_64-linux-gnu/libxkbcommon-x11.so.0:libxkbcommon-x11-0 \
+  /usr/lib/x86_64-linux-gnu/libxcb-icccm.so.4:libxcb-icccm4 \
+  /usr/lib/x86_64-linux-gnu/libxcb-image.so.0:libxcb-image0 \
+  /usr/lib/x86_64-linux-gnu/libxcb-keysyms.so.1:libxcb-keysyms1 \
+  /usr/lib/x86_64-linux-gnu/libxcb-randr.so.0:libxcb-randr0 \
+  /usr/lib/x86_64-linux-gnu/libxcb-render-util.so.0:libxcb-render-util0 \
+  /usr/lib/x86_64-linux-gnu/libxcb-xinerama.so.0:libxcb-xinerama0 \
+  /usr/lib/x86_64-linux-gnu/libxcb-xfixes.so.0:libxcb-xfixes0 \
+  /usr/lib/x86_64-linux-gnu/libxcb-shape.so.0:libxcb-shape0 \
+  /usr/lib/x86_64-linux-gnu/libGL.so.1:libgl1 /usr/lib/x86_64-linux-gnu/libEGL.so.1:libegl1 \
+  /usr/lib/x86_64-linux-gnu/libfontconfig.so.1:libfontconfig1 \
+  /usr/lib/x86_64-linux-gnu/libdbus-1.so.3:libdbus-1-3 node:nodejs npm:npm
+VIEWERS := .cache/viewers
+VIZARR := @galaxyproject/vizarr@0.1.8
+PUPPETEER := puppeteer-core@24
+
+test-deps: ## Debian packages the tests drive for real (Chromium, Xvfb, SLURM, munge, node)
+	@missing=""; for c in chromium:chromium xvfb-run:xvfb slurmctld:slurm-wlm munged:munge $(VIEWER_DEBS); do \
+	  f=$${c%%:*}; if [ "$${f#/}" != "$$f" ]; then test -e "$$f" && continue; \
+	  else command -v $$f >/dev/null && continue; fi; missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "the tests need:$$missing (apt-get install$$missing)" >&2; exit 1; fi; fi
 
-test: setup test-deps lint ## lint, then the whole test suite
+# vizarr's npm package names a git dependency it does not need (its index.js is prebuilt):
+# take the package alone with `npm pack`, and puppeteer-core (no browser download) with npm.
+$(VIEWERS)/.installed: Makefile
+	mkdir -p $(VIEWERS)/vizarr
+	cd $(VIEWERS) && npm pack --silent $(VIZARR) >/dev/null
+	tar -xzf $(VIEWERS)/galaxyproject-vizarr-0.1.8.tgz -C $(VIEWERS)/vizarr --strip-components=1
+	npm install --silent --no-audit --no-fund --prefix $(VIEWERS) $(PUPPETEER)
+	touch $@
+
+viewers: test-deps $(VIEWERS)/.installed ## vizarr and puppeteer-core for the viewer tests (.cache/viewers)
+
+test: setup test-deps viewers lint ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup ## speed and memory against baselines (benchmarks/)
@@ -64,4 +95,4 @@ bench: setup ## speed and memory against baselines (benchmarks/)
 clean: ## remove results and Snakemake state
 	rm -rf results .snakemake
 
-.PHONY: help setup demo lint test-deps test bench clean
+.PHONY: help setup demo lint test-deps viewers test bench clean

@@ -16,6 +16,7 @@ include: "workflow/rules/checksums.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/metadata.smk"
 include: "workflow/rules/pyramid.smk"
+include: "workflow/rules/ometiff.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/report.smk"
 

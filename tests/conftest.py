@@ -107,3 +107,34 @@ def bioformats() -> Iterator[Any]:
     yield open_reader
     for r in opened:
         r.close()
+
+
+#: The samples every store layout and viewer is tested on: a multi-channel Z-stack, a
+#: multi-series file (bioformats2raw layout), a plate and a label image.
+LAYOUT_SAMPLES = {
+    "toxo": ("dv/toxo.dv", ""),
+    "scenes": ("czi/S3_1Pos_2Mosaic_T2Z3_CH2_sm.czi", ""),
+    "plate": ("czi/WellD6-7_S2.czi", ""),
+    "labels": ("tiff/3d_monolayer_xy1_ch2_labels.tiff", "nearest"),
+}
+
+
+@pytest.fixture(scope="session")
+def target_runs(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> dict[str, Path]:
+    """Output folders of two real runs over :data:`LAYOUT_SAMPLES`: ``"0.4"`` with
+    ``target=qupath`` (NGFF 0.4 and an OME-TIFF) and ``"0.5"`` with the default target.
+    Small chunks (128) make the images multiscale."""
+    base = tmp_path_factory.mktemp("targets")
+    sheet = base / "samples.tsv"
+    lines = ["dataset\tpath\tpyramid_method"]
+    lines += [f"{n}\t{real_dir / p}\t{m}" for n, (p, m) in LAYOUT_SAMPLES.items()]
+    sheet.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outs = {}
+    for version, target in (("0.4", "qupath"), ("0.5", "archive")):
+        out = base / f"out{version}"
+        run_workflow(
+            base / f"w{version}",
+            {"samples": sheet, "output_dir": out, "target": target, "chunk_size": 128},
+        )
+        outs[version] = out
+    return outs

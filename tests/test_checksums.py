@@ -337,7 +337,7 @@ def test_run_crate(runs: tuple[Path, Path], inputs: Path) -> None:
     assert versions["Java"].startswith("openjdk version")
     assert {"bioingest", "snakemake", "tifffile", "Python"} <= set(versions)
     config = json.loads(graph["#config"]["value"])
-    assert config["ngff_version"] == "0.5"
+    assert (config["target"], config["ngff_version"]) == ("archive", None)
     assert json.loads(graph["#study-organism"]["value"])["id"] == "NCBITaxon:9606"
     store_crate = json.loads(
         (out / "toxo" / "toxo.ome.zarr" / "ro-crate-metadata.json").read_text(encoding="utf-8")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 import zarr
 
+from bioingest import ngff
 from bioingest.checksum import image_paths
+from bioingest.errors import IngestError
 from bioingest.pyramid import StoreOptions, downsample, level_shapes
-from conftest import run_workflow
 
 DTYPES = ["uint8", "uint16", "int16", "uint32", "float32", "float64"]
 
@@ -60,33 +61,9 @@ def test_level_shapes(
     assert level_shapes(*shape, opts) == expected
 
 
-def _sheet(folder: Path, rows: dict[str, tuple[Path, str]]) -> Path:
-    sheet = folder / "samples.tsv"
-    lines = ["dataset\tpath\tpyramid_method"]
-    lines += [f"{name}\t{path}\t{method}" for name, (path, method) in rows.items()]
-    sheet.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return sheet
-
-
 @pytest.fixture(scope="module")
-def ngff04(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("ngff")
-    rows = {
-        "toxo": (real_dir / "dv" / "toxo.dv", ""),
-        "scenes": (real_dir / "czi" / "S3_1Pos_2Mosaic_T2Z3_CH2_sm.czi", ""),
-        "plate": (real_dir / "czi" / "WellD6-7_S2.czi", ""),
-        "labels": (real_dir / "tiff" / "3d_monolayer_xy1_ch2_labels.tiff", "nearest"),
-    }
-    sheet = _sheet(base, rows)
-    outs = {}
-    for version in ("0.4", "0.5"):
-        out = base / f"out{version}"
-        run_workflow(
-            base / f"w{version}",
-            {"samples": sheet, "output_dir": out, "ngff_version": version, "chunk_size": 128},
-        )
-        outs[version] = out
-    return outs["0.4"], outs["0.5"]
+def ngff04(target_runs: dict[str, Path]) -> tuple[Path, Path]:
+    return target_runs["0.4"], target_runs["0.5"]
 
 
 def _images(store: Path) -> list[Any]:
@@ -127,3 +104,121 @@ def test_label_image_keeps_label_values(ngff04: tuple[Path, Path]) -> None:
     level1 = image["1"][:]
     assert set(np.unique(level1)) <= set(np.unique(level0))
     np.testing.assert_array_equal(level1, level0[..., ::2, ::2])
+
+
+@pytest.mark.parametrize("name", ["toxo", "scenes", "plate"])
+def test_qupath_target_writes_04_with_blosc_and_the_omero_block(
+    ngff04: tuple[Path, Path], name: str
+) -> None:
+    out04, out05 = ngff04
+    for image, image05 in zip(
+        _images(out04 / name / f"{name}.ome.zarr"),
+        _images(out05 / name / f"{name}.ome.zarr"),
+        strict=True,
+    ):
+        level = image["0"]
+        # Blosc-zstd: the Java Zarr v2 readers decode Blosc but not bare zstd.
+        assert level.metadata.compressor.get_config() == {
+            "id": "blosc",
+            "cname": "zstd",
+            "clevel": 5,
+            "shuffle": 1,
+            "blocksize": 0,
+        }
+        size_y, size_x = level.shape[3:]
+        assert level.metadata.chunks == (1, 1, 1, min(128, size_y), min(128, size_x))
+        omero04 = dict(image.attrs)["omero"]
+        assert omero04 == dict(image05.attrs)["ome"]["omero"]
+        assert omero04["channels"][0]["window"]["end"] == float(level[:, 0].max())
+
+
+@pytest.mark.parametrize("name", ["toxo", "scenes", "plate"])
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_stores_open_in_ome_zarr_py(ngff04: tuple[Path, Path], name: str, version: str) -> None:
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    out = dict(zip(["0.4", "0.5"], ngff04, strict=True))[version]
+    store = out / name / f"{name}.ome.zarr"
+    for path in image_paths(zarr.open_group(store, mode="r")):
+        location = parse_url(store / path if path else store)
+        assert location is not None and location.version == version
+        node = next(iter(Reader(location)()))
+        image = zarr.open_group(store / path if path else store, mode="r")
+        levels = [np.asarray(level) for level in node.data]
+        assert len(levels) == len(list(image.array_keys()))
+        np.testing.assert_array_equal(levels[0], image["0"][:])
+        omero = _omero(image)
+        assert node.metadata["channel_names"] == [c["label"] for c in omero["channels"]]
+        assert node.metadata["contrast_limits"] == [
+            [c["window"]["start"], c["window"]["end"]] for c in omero["channels"]
+        ]
+
+
+def _omero(image: zarr.Group) -> dict[str, Any]:
+    attrs = dict(image.attrs)
+    omero: dict[str, Any] = attrs.get("ome", attrs)["omero"]
+    return omero
+
+
+@pytest.mark.parametrize("name", ["toxo", "scenes", "plate"])
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_tensorstore_reads_level_0_of_every_series_equal_to_the_source(
+    ngff04: tuple[Path, Path], real_dir: Path, bioformats: Any, name: str, version: str
+) -> None:
+    import tensorstore as ts
+
+    from conftest import LAYOUT_SAMPLES
+
+    out = dict(zip(["0.4", "0.5"], ngff04, strict=True))[version]
+    store = out / name / f"{name}.ome.zarr"
+    reader = bioformats(real_dir / LAYOUT_SAMPLES[name][0])
+    paths = image_paths(zarr.open_group(store, mode="r"))
+    assert len(paths) == len(reader.series)
+    for info, path in zip(reader.series, paths, strict=True):
+        array = ts.open(
+            {
+                # Neuroglancer's drivers: zarr3 for Zarr v3 (sharded), zarr for Zarr v2.
+                "driver": "zarr3" if version == "0.5" else "zarr",
+                "kvstore": {"driver": "file", "path": str(store / path / "0")},
+            },
+            open=True,
+            read=True,
+        ).result()
+        assert tuple(array.shape) == info.shape
+        pixels = array.read().result()
+        t, c, z, y, x = info.shape
+        for ti in range(t):
+            for ci in range(c):
+                for zi in range(z):
+                    np.testing.assert_array_equal(
+                        pixels[ti, ci, zi], reader.read_tile(info.index, ti, ci, zi, 0, 0, y, x)
+                    )
+
+
+@pytest.mark.parametrize(("version", "zarr_format"), [("0.4", 2), ("0.5", 3)])
+def test_metadata_that_does_not_validate_is_one_clear_error(
+    tmp_path: Path, version: ngff.NgffVersion, zarr_format: Literal[2, 3]
+) -> None:
+    group = zarr.open_group(tmp_path / "bad.zarr", mode="w", zarr_format=zarr_format)
+    # Four dimensions for five axes: ome-zarr-models refuses it as the store is written.
+    group.create_array("0", shape=(1, 1, 4, 4), dtype="uint8", chunks=(1, 1, 4, 4))
+    with pytest.raises(IngestError) as caught:
+        ngff.write_multiscale(
+            group,
+            name="bad",
+            level_paths=["0"],
+            level_factors=[(1, 1)],
+            physical_size_um=(1.0, 1.0, None),
+            time_increment_s=None,
+            method="mean",
+            omero=ngff.omero(
+                channels=[("a", "FFFFFF")], ranges=[(0, 1)], dtype=np.dtype("uint8"), default_z=0
+            ),
+            version=version,
+        )
+    assert caught.value.path == str(tmp_path / "bad.zarr")
+    assert caught.value.problem.startswith(
+        f"NGFF {version} image metadata does not validate: Value error, The multiscale "
+        "metadata has 5 axes which does not match the dimensionality of the array"
+    )

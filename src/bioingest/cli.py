@@ -97,6 +97,7 @@ def _cmd_assemble(args: argparse.Namespace) -> None:
 
 
 def _cmd_pyramid(args: argparse.Namespace) -> None:
+    from bioingest import targets
     from bioingest.outcomes import recorded_failure, write_failed_store
     from bioingest.pyramid import StoreOptions, build
 
@@ -104,18 +105,39 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
         write_failed_store(args.out, failure)
         log.info("pyramid %s: not converted, nothing to write", args.out.name)
         return
-
+    try:
+        store = targets.resolve(
+            args.target,
+            ngff_version=args.ngff_version,
+            chunk_size=args.chunk_size,
+            shard_chunks=args.shard_chunks,
+            compression_level=args.compression_level,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"bioingest pyramid: {exc}") from None
     opts = StoreOptions(
-        version=args.ngff_version,
-        chunk_size=args.chunk_size,
-        shard_chunks=args.shard_chunks,
-        compression_level=args.compression_level,
+        version=store.ngff_version,
+        chunk_size=store.chunk_size,
+        shard_chunks=store.shard_chunks,
+        compression_level=store.compression_level,
         method=args.method,
         min_size=args.min_size,
     )
     name = args.name or args.out.name.removesuffix(".ome.zarr")
     study = _study(args.study)
     build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts, study=study)
+
+
+def _cmd_ome_tiff(args: argparse.Namespace) -> None:
+    import json
+
+    from bioingest.ometiff import write
+
+    hashes = None
+    if args.metadata is not None:
+        record = json.loads(args.metadata.read_text(encoding="utf-8"))
+        hashes = [s["pixel_sha256"]["value"] for s in record["series"]]
+    write(args.store, args.ome_xml, args.out, pixel_hashes=hashes)
 
 
 def _study(path: Path | None) -> dict[str, Any] | None:
@@ -421,6 +443,8 @@ def _add_java_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bioingest`` argument parser with one sub-command per stage."""
+    from bioingest import targets
+
     parser = argparse.ArgumentParser(
         prog="bioingest",
         description="Turn microscopy files into OME-Zarr, losslessly. "
@@ -652,21 +676,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", default="", help="dataset name (default: from --out)")
     p.add_argument(
-        "--ngff-version",
-        choices=["0.5", "0.4"],
-        default="0.5",
-        help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: 0.5)",
+        "--target",
+        choices=targets.TARGETS,
+        default=targets.DEFAULT_TARGET,
+        help="viewer family whose store settings to use; the options below override them "
+        f"(default: {targets.DEFAULT_TARGET})",
     )
     p.add_argument(
-        "--chunk-size", type=_positive, default=1024, help="chunk edge in Y and X (default: 1024)"
+        "--ngff-version",
+        choices=["0.5", "0.4"],
+        help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: the target's)",
+    )
+    p.add_argument(
+        "--chunk-size", type=_positive, help="chunk edge in Y and X (default: the target's)"
     )
     p.add_argument(
         "--shard-chunks",
         type=int,
-        default=4,
-        help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: 4)",
+        help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: the target's)",
     )
-    p.add_argument("--compression-level", type=int, default=5, help="zstd level (default: 5)")
+    p.add_argument("--compression-level", type=int, help="zstd level (default: the target's)")
     p.add_argument(
         "--method",
         choices=["mean", "nearest", "mode"],
@@ -682,6 +711,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.add_argument("--study", type=Path, help="study metadata YAML for the store's RO-Crate")
     p.set_defaults(func=_cmd_pyramid)
+
+    p = sub.add_parser(
+        "ome-tiff",
+        help="write a pyramidal OME-TIFF from the final OME-Zarr",
+        description="Write a tiled OME-TIFF with a SubIFD pyramid, deflate-compressed, "
+        "with the reader's complete OME-XML: every series of the store is one image.",
+    )
+    p.add_argument("store", type=Path, help="final .ome.zarr written by 'bioingest pyramid'")
+    p.add_argument("--ome-xml", type=Path, required=True, help="OME-XML written by convert")
+    p.add_argument(
+        "--metadata",
+        type=Path,
+        help="metadata.json whose pixel hashes name the file's UUID (default: hash the store)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the .ome.tif to write")
+    p.add_argument("--log", type=Path, help="also write messages to this file")
+    p.set_defaults(func=_cmd_ome_tiff)
 
     p = sub.add_parser(
         "report",

@@ -1,13 +1,26 @@
-"""OME-NGFF metadata (0.4 and 0.5) for images, bioformats2raw collections and plates."""
+"""OME-NGFF metadata (0.4 and 0.5) for images, bioformats2raw collections and plates.
+
+The metadata is written by ome-zarr-py's writers, so the spec's rules live in the
+ecosystem's library, and every group is validated with ome-zarr-models as it is written.
+"""
 
 from __future__ import annotations
 
 import string
-from typing import Any, Literal
+import warnings
+from typing import Any
 
 import numpy as np
+import pydantic
+import zarr
+from ome_zarr.format import Format, FormatV04, FormatV05
+from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
+from ome_zarr_models import v04, v05
 
-NgffVersion = Literal["0.4", "0.5"]
+from bioingest.errors import IngestError
+from bioingest.targets import NgffVersion
+
+__all__ = ["NgffVersion"]
 
 
 def axes(*, space_unit: bool, time_unit: bool) -> list[dict[str, str]]:
@@ -24,7 +37,22 @@ def axes(*, space_unit: bool, time_unit: bool) -> list[dict[str, str]]:
     return out
 
 
-def multiscale(
+def _format(version: NgffVersion) -> Format:
+    return FormatV04() if version == "0.4" else FormatV05()
+
+
+def _ome(group: zarr.Group, version: NgffVersion) -> dict[str, Any]:
+    """The group's NGFF attributes (0.5: the ``ome`` key)."""
+    attrs = dict(group.attrs)
+    if version == "0.5":
+        ome = attrs.get("ome", {})
+        assert isinstance(ome, dict)
+        return ome
+    return attrs
+
+
+def write_multiscale(
+    group: zarr.Group,
     *,
     name: str,
     level_paths: list[str],
@@ -32,12 +60,39 @@ def multiscale(
     physical_size_um: tuple[float | None, float | None, float | None],
     time_increment_s: float | None,
     method: str,
+    omero: dict[str, Any],
     version: NgffVersion,
-) -> dict[str, Any]:
-    """One ``multiscales`` entry; unknown physical sizes get scale 1 and no unit."""
+) -> None:
+    """Write an image's ``multiscales`` and ``omero`` metadata with ome-zarr-py, then
+    validate the image with ome-zarr-models.
+
+    Parameters
+    ----------
+    group
+        The image group; its level arrays must already exist.
+    name
+        Image name.
+    level_paths, level_factors
+        Array path of each level and its downsampling factor in Y and X.
+    physical_size_um
+        Pixel size in X, Y and Z (µm); unknown sizes get scale 1 and no unit.
+    time_increment_s
+        Time step (s), or ``None`` for scale 1 and no unit.
+    method
+        Downsampling method, recorded as the multiscale ``type``.
+    omero
+        The ``omero`` rendering block (see :func:`omero`).
+    version
+        NGFF version to write.
+
+    Raises
+    ------
+    IngestError
+        The written metadata does not validate.
+    """
     px, py, pz = physical_size_um
     known = px is not None and py is not None
-    datasets = []
+    datasets: list[dict[str, Any]] = []
     for path, (fy, fx) in zip(level_paths, level_factors, strict=True):
         scale = [
             time_increment_s or 1.0,
@@ -49,16 +104,100 @@ def multiscale(
         datasets.append(
             {"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
         )
-    entry: dict[str, Any] = {
-        "name": name,
-        "axes": axes(space_unit=known, time_unit=time_increment_s is not None),
-        "datasets": datasets,
-        "type": method,
-        "metadata": {"method": f"bioingest.pyramid.{method}", "downscale": 2},
-    }
-    if version == "0.4":
-        entry = {"version": "0.4", **entry}
-    return entry
+    write_multiscales_metadata(
+        group,
+        datasets,
+        fmt=_format(version),
+        axes=axes(space_unit=known, time_unit=time_increment_s is not None),
+        name=name,
+        metadata={
+            "method": f"bioingest.pyramid.{method}",
+            "downscale": 2,
+            "omero": omero,
+        },
+    )
+    # ome-zarr-py has no argument for the optional downsampling ``type``.
+    attrs = _ome(group, version)
+    attrs["multiscales"][0]["type"] = method
+    group.attrs.update({"ome": attrs} if version == "0.5" else attrs)
+    _validated(group, version, "image")
+
+
+def write_well(group: zarr.Group, *, fields: list[str], version: NgffVersion) -> None:
+    """Write a well's metadata (its field paths) with ome-zarr-py."""
+    write_well_metadata(group, [{"path": f} for f in fields], fmt=_format(version))
+
+
+def write_plate(
+    group: zarr.Group,
+    *,
+    name: str,
+    rows: list[str],
+    columns: list[str],
+    wells: list[tuple[int, int]],
+    field_count: int,
+    version: NgffVersion,
+) -> None:
+    """Write a plate's metadata with ome-zarr-py, then validate the whole plate
+    (wells and fields included) with ome-zarr-models.
+
+    ``wells`` holds the (row index, column index) of every well, in writing order.
+    """
+    write_plate_metadata(
+        group,
+        rows,
+        columns,
+        [{"path": f"{rows[r]}/{columns[c]}", "rowIndex": r, "columnIndex": c} for r, c in wells],
+        fmt=_format(version),
+        field_count=field_count,
+        name=name,
+    )
+    _validated(group, version, "plate")
+
+
+def write_collection(
+    root: zarr.Group, ome: zarr.Group, *, series: list[str], version: NgffVersion
+) -> None:
+    """Mark ``root`` as a bioformats2raw collection (``bioformats2raw.layout`` 3) and
+    list its series in the ``OME`` group, then validate it.
+
+    ome-zarr-py has no writer for this transitional layout, so the keys are written here.
+    """
+    root.attrs.update(wrap(version, {"bioformats2raw.layout": 3}))
+    describe_series(ome, series=series, version=version)
+    _validated(root, version, "bioformats2raw")
+
+
+def describe_series(ome: zarr.Group, *, series: list[str], version: NgffVersion) -> None:
+    """List the image paths of every series in the ``OME`` group."""
+    ome.attrs.update(wrap(version, {"series": series}))
+
+
+def _validated(group: zarr.Group, version: NgffVersion, kind: str) -> None:
+    """Check a group with the ome-zarr-models model of its kind; raise on any violation."""
+    models = v04 if version == "0.4" else v05
+    model = {
+        "image": models.Image,
+        "plate": models.HCS,
+        "bioformats2raw": models.BioFormats2Raw,
+    }[kind]
+    with warnings.catch_warnings():
+        # ome-zarr-models asks 0.5 plates for a version it also reads from the "ome" key.
+        warnings.filterwarnings("ignore", "'version' field not specified", UserWarning)
+        try:
+            model.from_zarr(group)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            more = exc.error_count() - 1
+            root = getattr(group.store, "root", group.store)
+            raise IngestError(
+                f"{root}/{group.path}".rstrip("/"),
+                f"NGFF {version} {kind} metadata does not validate: "
+                + (f"{where}: " if where else "")
+                + first["msg"]
+                + (f" (and {more} more problems)" if more else ""),
+            ) from None
 
 
 def wrap(version: NgffVersion, attrs: dict[str, Any]) -> dict[str, Any]:

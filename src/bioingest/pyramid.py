@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
-from numcodecs import Zstd
+from numcodecs import Blosc
 from zarr.codecs import BloscCodec
 
 from bioingest import atomic, metadata, ngff, omexml, provenance
 from bioingest.convert import ATTR, tiles
-from bioingest.ngff import NgffVersion
 from bioingest.progress import Progress
+from bioingest.targets import NgffVersion
 
 log = logging.getLogger("bioingest")
 
@@ -100,7 +100,9 @@ def _create_level(
             shape=shape,
             dtype=dtype,
             chunks=chunks,
-            compressors=Zstd(level=opts.compression_level),
+            # Blosc, not bare zstd: the Java Zarr v2 readers (Bio-Formats, OMERO, QuPath)
+            # decode Blosc and zlib only.
+            compressors=Blosc(cname="zstd", clevel=opts.compression_level, shuffle=Blosc.SHUFFLE),
             chunk_key_encoding={"name": "v2", "separator": "/"},
             fill_value=0,
         )
@@ -191,23 +193,23 @@ def write_image(
                         level[t, c, z, y : y + h, x : x + w] = out
                     progress.advance()
         previous = level
-    factors = [(2**k, 2**k) for k in range(len(shapes))]
-    multiscale = ngff.multiscale(
-        name=info.name,
-        level_paths=[str(k) for k in range(len(shapes))],
-        level_factors=factors,
-        physical_size_um=info.physical_size_um,
-        time_increment_s=info.time_increment_s,
-        method=opts.method,
-        version=opts.version,
-    )
     omero = ngff.omero(
         channels=info.channels,
         ranges=[(lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(low, high, strict=True)],
         dtype=np.dtype(source.dtype),
         default_z=size_z // 2,
     )
-    group.attrs.update(ngff.wrap(opts.version, {"multiscales": [multiscale], "omero": omero}))
+    ngff.write_multiscale(
+        group,
+        name=info.name,
+        level_paths=[str(k) for k in range(len(shapes))],
+        level_factors=[(2**k, 2**k) for k in range(len(shapes))],
+        physical_size_um=info.physical_size_um,
+        time_increment_s=info.time_increment_s,
+        method=opts.method,
+        omero=omero,
+        version=opts.version,
+    )
 
 
 def _downsampled_block(
@@ -235,12 +237,10 @@ def choose_layout(ome_xml: str, series_count: int) -> tuple[Layout, omexml.Plate
     return ("bioformats2raw" if series_count > 1 else "image"), None
 
 
-def _write_ome_group(
-    root: zarr.Group, tmp: Path, xml: str, series: list[str], opts: StoreOptions
-) -> None:
+def _write_ome_group(root: zarr.Group, tmp: Path, xml: str) -> zarr.Group:
     ome = root.create_group("OME")
-    ome.attrs.update(ngff.wrap(opts.version, {"series": series}))
     atomic.write_text(tmp / "OME" / "METADATA.ome.xml", xml)
+    return ome
 
 
 def build(
@@ -297,12 +297,15 @@ def build(
         elif layout == "bioformats2raw":
             for i in range(count):
                 write_image(root.create_group(str(i)), series_array(i), infos[i], opts=opts)
-            root.attrs.update(ngff.wrap(opts.version, {"bioformats2raw.layout": 3}))
-            _write_ome_group(root, tmp, xml, [str(i) for i in range(count)], opts)
+            ome = _write_ome_group(root, tmp, xml)
+            ngff.write_collection(
+                root, ome, series=[str(i) for i in range(count)], version=opts.version
+            )
         else:
             assert plate is not None
             paths = _write_plate(root, plate, series_array, infos, name=name, opts=opts)
-            _write_ome_group(root, tmp, xml, paths, opts)
+            ome = _write_ome_group(root, tmp, xml)
+            ngff.describe_series(ome, series=paths, version=opts.version)
         provenance.write_store_crate(tmp, name=name, study=study)
     return layout
 
@@ -320,29 +323,23 @@ def _write_plate(
     rows = [ngff.row_name(r, plate.row_naming) for r in range(plate.rows)]
     cols = [ngff.column_name(c, plate.column_naming) for c in range(plate.columns)]
     paths: dict[int, str] = {}
-    wells = []
     for well in plate.wells:
         well_path = f"{rows[well.row]}/{cols[well.column]}"
-        wells.append({"path": well_path, "rowIndex": well.row, "columnIndex": well.column})
         row_group = root.require_group(rows[well.row])
         well_group = row_group.create_group(cols[well.column])
-        images = []
+        fields = []
         for field, s in enumerate(well.series):
             write_image(well_group.create_group(str(field)), series_array(s), infos[s], opts=opts)
-            images.append({"path": str(field)})
+            fields.append(str(field))
             paths[s] = f"{well_path}/{field}"
-        well_attrs: dict[str, Any] = {"images": images}
-        if opts.version == "0.4":
-            well_attrs["version"] = "0.4"
-        well_group.attrs.update(ngff.wrap(opts.version, {"well": well_attrs}))
-    plate_attrs: dict[str, Any] = {
-        "name": plate.name or name,
-        "rows": [{"name": r} for r in rows],
-        "columns": [{"name": c} for c in cols],
-        "wells": wells,
-        "field_count": max(len(w.series) for w in plate.wells),
-    }
-    if opts.version == "0.4":
-        plate_attrs["version"] = "0.4"
-    root.attrs.update(ngff.wrap(opts.version, {"plate": plate_attrs}))
+        ngff.write_well(well_group, fields=fields, version=opts.version)
+    ngff.write_plate(
+        root,
+        name=plate.name or name,
+        rows=rows,
+        columns=cols,
+        wells=[(w.row, w.column) for w in plate.wells],
+        field_count=max(len(w.series) for w in plate.wells),
+        version=opts.version,
+    )
     return [paths[s] for s in sorted(paths)]

@@ -18,6 +18,7 @@ from bioingest.resources import (
     image_estimate,
     pixel_bytes,
 )
+from bioingest.targets import from_config as store_settings
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -195,10 +196,11 @@ def part_runtime(wildcards, attempt):
 
 
 def _image_estimate(input, attempt):
+    store = store_settings(config)
     return image_estimate(
         pixel_bytes=pixel_bytes(Path(input.source_json)),
-        chunk_size=config["chunk_size"],
-        shard_chunks=config["shard_chunks"],
+        chunk_size=store.chunk_size,
+        shard_chunks=store.shard_chunks,
         tile_size=config["tile_size"],
         attempt=attempt,
     )
@@ -300,6 +302,13 @@ def dataset_names(wildcards):
     return " ".join(shlex.quote(name) for name in _ok_names())
 
 
+def ome_tiffs(wildcards):
+    """The pyramidal OME-TIFF of every dataset, when the target or ome_tiff asks for it."""
+    if not STORE.ome_tiff:
+        return []
+    return [f"{OUT}/{name}/{name}.ome.tif" for name in _ok_names()]
+
+
 def run_tables(wildcards):
     """The run's summary tables."""
     return [
@@ -313,6 +322,7 @@ def deliverables(wildcards):
     """Every output the manifest covers (it leaves out the datasets failed.tsv lists)."""
     return (
         stores(wildcards)
+        + ome_tiffs(wildcards)
         + dataset_records(wildcards)
         + qc_reports(wildcards)
         + run_tables(wildcards)

@@ -1,3 +1,17 @@
+from bioingest import targets
+
+# The target's store settings with the explicit overrides; a contradiction (shards with
+# NGFF 0.4) stops the run here, before any job.
+try:
+    STORE = targets.from_config(config)
+except ValueError as exc:
+    raise WorkflowError(f"config: {exc}") from None
+# --target and the explicit store settings, for the verb (which resolves them).
+PYRAMID_STORE_OPTIONS = " ".join(
+    shlex.quote(o) for o in targets.pyramid_options(config)
+)
+
+
 rule pyramid:
     input:
         zarr=intermediate_store,
@@ -14,10 +28,7 @@ rule pyramid:
         mem_mb=image_mem_mb,
         runtime=image_runtime,
     params:
-        ngff_version=str(config["ngff_version"]),
-        chunk_size=config["chunk_size"],
-        shard_chunks=config["shard_chunks"],
-        compression_level=config["compression_level"],
+        store=PYRAMID_STORE_OPTIONS,
         method=pyramid_method,
         min_size=config["pyramid_min_size"],
         study=study_option,
@@ -26,7 +37,5 @@ rule pyramid:
     shell:
         "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
         "--source-json {input.source_json:q} "
-        "--name {wildcards.dataset:q} --ngff-version {params.ngff_version:q} "
-        "--chunk-size {params.chunk_size} --shard-chunks {params.shard_chunks} "
-        "--compression-level {params.compression_level} --method {params.method:q} "
+        "--name {wildcards.dataset:q} {params.store} --method {params.method:q} "
         "--min-size {params.min_size} {params.study} --log {log:q}"
