@@ -49,11 +49,18 @@ wildcard_constraints:
     part=r"[1-9][0-9]*",
 
 
+_INVENTORY = []
+
+
 def inventory():
     """The inventory, once its job has run (checkpoint)."""
-    # The checkpoint's own path: a local copy when outputs live in remote storage.
-    done = checkpoints.inventory.get()
-    return load(Path(str(done.output.json)), root=INPUT_ROOT)
+    if not _INVENTORY:
+        # Asked once it is done: input functions call this for every job, and the
+        # checkpoint does not run twice in one invocation.
+        done = checkpoints.inventory.get()
+        # The checkpoint's own path: a local copy when outputs live in remote storage.
+        _INVENTORY.append(load(Path(str(done.output.json)), root=INPUT_ROOT))
+    return _INVENTORY[0]
 
 
 def dataset(name):
@@ -106,34 +113,32 @@ def dataset_files(wildcards):
     }
 
 
-def source_root(wildcards, input):
-    """Folder the dataset's source paths are recorded relative to. Remote sources are
-    local copies in Snakemake's storage folder, at the same path below it as below the
-    bucket."""
+def convert_options(wildcards, input):
+    """What convert needs to know of the dataset, as options (one function: it is called
+    for every job): the folder paths are recorded relative to (remote sources are local
+    copies in Snakemake's storage folder, at the same path below it as below the
+    bucket), the SHA-256 the inventory took, --single-file (only then may tifffile read
+    it) and the first part's series of a split source."""
     d = dataset(wildcards.dataset)
-    if not d.scheme:
-        return str(INPUT_ROOT)
-    depth = len(d.main.relative_to(INPUT_ROOT).parts)
-    return str(Path(input.source).parents[depth - 1])
-
-
-def source_hashes(wildcards):
-    """SHA-256 of the dataset's files as the inventory recorded them (JSON)."""
-    d = dataset(wildcards.dataset)
+    root = INPUT_ROOT
+    if d.scheme:
+        root = Path(input.source).parents[len(d.main.relative_to(INPUT_ROOT).parts) - 1]
     rels = [f.relative_to(INPUT_ROOT).as_posix() for f in d.files]
-    return json.dumps(dict(zip(rels, d.sha256)), sort_keys=True)
+    options = [
+        f"--root={root}",
+        f"--sha256={json.dumps(dict(zip(rels, d.sha256)), sort_keys=True)}",
+    ]
+    if d.single_file:
+        options.append("--single-file")
+    if is_split(d):
+        start, stop = parts_of(d)[0]
+        options.append(f"--series={start}:{stop}")
+    return " ".join(shlex.quote(o) for o in options)
 
 
 def single_file_option(wildcards):
     """--single-file where the acquisition is one file: only then may tifffile read it."""
     return "--single-file" if dataset(wildcards.dataset).single_file else ""
-
-
-def first_part_option(wildcards):
-    """--series of the first conversion job (all series unless the source is split)."""
-    d = dataset(wildcards.dataset)
-    start, stop = parts_of(d)[0]
-    return f"--series {start}:{stop}" if is_split(d) else ""
 
 
 def part_series(wildcards):

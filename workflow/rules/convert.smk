@@ -15,10 +15,7 @@ rule convert:
         mem_mb=convert_mem_mb,
         runtime=convert_runtime,
     params:
-        root=source_root,
-        sha256=source_hashes,
-        series=first_part_option,
-        single_file=single_file_option,
+        dataset=convert_options,
         reader=config["reader"],
         tile_size=config["tile_size"],
         jar=config["bioformats_jar"],
@@ -31,8 +28,7 @@ rule convert:
         "bioingest convert {input.source:q} --zarr {output.zarr:q} "
         "--ome-xml {output.ome_xml:q} --source-json {output.source_json:q} "
         "--fixity {output.fixity:q} --files {input.source:q} {input.companions:q} "
-        "--root {params.root:q} --sha256 {params.sha256:q} {params.series} "
-        "{params.single_file} --reader {params.reader:q} --tile-size {params.tile_size} "
+        "{params.dataset} --reader {params.reader:q} --tile-size {params.tile_size} "
         "--jar={params.jar:q} --maven={params.maven:q} "
         "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} --record-failure "
         "--log {log:q}"
