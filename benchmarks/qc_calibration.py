@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -33,7 +34,7 @@ import yaml
 
 from bioingest.checksum import store_pixel_hashes
 from bioingest.convert import convert
-from bioingest.inventory import Dataset, discover, safe_name, suffix
+from bioingest.inventory import Dataset, base_name, discover, safe_name, suffix
 from bioingest.metadata import build_record
 from bioingest.pyramid import StoreOptions, build
 from bioingest.qc import Thresholds, run_qc, thresholds_from_config
@@ -90,6 +91,7 @@ def ingest(dataset: Dataset, out: Path, thresholds: Thresholds) -> str | None:
                 zarr_path=inter,
                 ome_xml_path=xml,
                 source_json_path=folder / f"{name}.source.json",
+                single_file=dataset.single_file,
             )
             (folder / "reader.json").write_text(json.dumps(info), encoding="utf-8")
         if not store.exists():
@@ -255,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         stage = work / "stage-real"
         if not stage.exists():
             stage_real(SHARED / "real", stage)
-        rows = run_corpus("real", discover(stage), work / "out-real", thresholds)
+        # Named as the workflow names them over real/ (folder_stem).
+        real = [
+            dataclasses.replace(d, name=base_name(d.main.parent.name.replace("--", "/")))
+            for d in discover(stage)
+        ]
+        rows = run_corpus("real", real, work / "out-real", thresholds)
         stage = work / "stage-extra"
         if not stage.exists():
             stage_extra(SHARED / "real-extra", stage)

@@ -96,7 +96,7 @@ def test_partial_run_report(tmp_path: Path, real_dir: Path) -> None:
     assert proc.returncode != 0
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "2 datasets, 1 converted, 1 failed." in html
-    assert f"convert: {inputs / 'broken.nd2'}: unsupported or unrecognised file format" in html
+    assert "inventory: broken.nd2: unsupported or unrecognised file format" in html
     assert '<a href="toxo/qc.html">toxo</a>' in html
     page = (out / "toxo" / "qc.html").read_text(encoding="utf-8")
     assert 'src="thumbnails/series-0.png"' in page

@@ -213,7 +213,13 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
 
     study = _study(args.study)
     if args.action == "bia-list":
-        atomic.write_text(args.out, provenance.bia_file_list(args.records, study=study))
+        records = args.records
+        if args.failed is not None:
+            from bioingest.outcomes import read_failures
+
+            failed = {f.dataset for f in read_failures(args.failed)}
+            records = [r for r in records if r.parent.name not in failed]
+        atomic.write_text(args.out, provenance.bia_file_list(records, study=study))
         return
     config = json.loads(args.config_json) if args.config_json else {}
     provenance.write_run_crate(
@@ -333,14 +339,10 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         page=args.page,
     )
     if args.fail_policy == "stop" and qc["status"] == "fail":
-        failing = sorted(
-            name
-            for s in qc["series"]
-            for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
-            for name, value in checks.items()
-            if value == "fail"
-        )
-        raise IngestError(args.store, f"QC failed: {', '.join(sorted(set(failing)))}")
+        from bioingest.qc import failing_checks
+
+        # Recorded in failed.tsv by the outcomes step; the run goes on for the others.
+        log.error("%s: QC failed: %s", args.store, ", ".join(failing_checks(qc, "fail")))
     return 0
 
 
@@ -364,7 +366,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_outcomes(args: argparse.Namespace) -> None:
     from bioingest.outcomes import collect, write_failures
 
-    failures = collect(args.inventory, args.described)
+    failures = collect(args.inventory, args.described, qc_reports=args.qc_stop)
     write_failures(args.out, failures)
     for f in failures:
         log.info("%s failed (%s): %s", f.dataset, f.step, f.reason)
@@ -490,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inventory", type=Path, help="inventory.json")
     p.add_argument("described", type=Path, nargs="*", help="{dataset}.source.json files")
+    p.add_argument(
+        "--qc-stop",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="qc.json files whose failed checks fail their dataset (qc_fail_policy: stop)",
+    )
     p.add_argument("--out", type=Path, required=True, help="failed.tsv to write")
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_outcomes)
@@ -833,6 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--records", type=Path, nargs="*", default=[], help="metadata.json of every dataset"
     )
+    p.add_argument("--failed", type=Path, help="failed.tsv: these datasets are left out")
     p.add_argument("--config-json", default="", help="the workflow configuration as JSON")
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")

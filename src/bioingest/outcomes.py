@@ -30,8 +30,11 @@ class Failure:
     reason: str
 
 
-def collect(inventory_json: Path, described: Iterable[Path]) -> list[Failure]:
-    """Failures recorded by the inventory and by ``convert`` (``{dataset}.source.json``)."""
+def collect(
+    inventory_json: Path, described: Iterable[Path], *, qc_reports: Iterable[Path] = ()
+) -> list[Failure]:
+    """Failures recorded by the inventory and by ``convert`` (``{dataset}.source.json``),
+    and, with ``qc_fail_policy: stop``, the datasets whose QC failed (``qc_reports``)."""
     data = json.loads(inventory_json.read_text(encoding="utf-8"))
     failures = [
         Failure(d["name"], "inventory", d["main"], d["failure"])
@@ -45,6 +48,14 @@ def collect(inventory_json: Path, described: Iterable[Path]) -> list[Failure]:
         if failure:
             name = path.name.removesuffix(".source.json")
             failures.append(Failure(name, failure["step"], mains.get(name, ""), failure["reason"]))
+    for path in qc_reports:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        if report.get("status") == "fail":
+            from bioingest.qc import failing_checks
+
+            name = path.parent.name
+            reason = "QC failed: " + ", ".join(failing_checks(report, "fail"))
+            failures.append(Failure(name, "qc", mains.get(name, ""), reason))
     return sorted(failures, key=lambda f: f.dataset)
 
 

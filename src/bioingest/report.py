@@ -53,7 +53,15 @@ def read_failed(path: Path) -> list[FailedDataset]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [FailedDataset(r["dataset"], r.get("step") or "", r.get("reason") or "") for r in rows]
+    return [
+        FailedDataset(
+            r["dataset"],
+            r.get("step") or "",
+            # failed.tsv names the file too: the reason reads "FILE: REASON".
+            f"{r['file']}: {r.get('reason') or ''}" if r.get("file") else r.get("reason") or "",
+        )
+        for r in rows
+    ]
 
 
 def failure_reason(out_dir: Path, name: str) -> str | None:

@@ -4,6 +4,7 @@
 rule bia_file_list:
     input:
         records=dataset_records,
+        failed=FAILED,
         study=study_file,
     output:
         f"{OUT}/bia-file-list.tsv",
@@ -19,6 +20,7 @@ rule bia_file_list:
         "BioImage Archive file list"
     shell:
         "bioingest provenance bia-list {params.out_dir:q} --records {input.records:q} "
+        "--failed {input.failed:q} "
         "{params.study} --out {output:q} "
         "--log {log:q}"
 

@@ -287,6 +287,11 @@ def qc_reports(wildcards):
     return [f"{OUT}/{name}/qc.json" for name in _ok_names()]
 
 
+def qc_stop_reports(wildcards):
+    """qc.json of every dataset when a QC failure fails its dataset (qc_fail_policy)."""
+    return qc_reports(wildcards) if config["qc_fail_policy"] == "stop" else []
+
+
 def stores(wildcards):
     """The final store of every dataset."""
     return [f"{OUT}/{name}/{name}.ome.zarr" for name in _ok_names()]

@@ -84,12 +84,14 @@ rule assemble:
         "--source-json {input.source_json:q} --zarr {output:q} --log {log:q}"
 
 
-# Which datasets failed on bad input: the inventory's failures and those convert recorded.
-# Later stages of such a dataset write only a failure record; run-level outputs skip it.
+# Which datasets failed on bad input: the inventory's failures and those convert recorded
+# (later stages of such a dataset write only a failure record), and with
+# qc_fail_policy: stop those whose QC failed. Run-level outputs leave them out.
 rule outcomes:
     input:
         inventory=INVENTORY,
         described=described,
+        qc=qc_stop_reports,
     output:
         FAILED,
     log:
@@ -100,5 +102,5 @@ rule outcomes:
     message:
         "outcomes: list the datasets that failed on bad input"
     shell:
-        "bioingest outcomes {input.inventory:q} {input.described:q} --out {output:q} "
-        "--log {log:q}"
+        "bioingest outcomes {input.inventory:q} {input.described:q} --qc-stop {input.qc:q} "
+        "--out {output:q} --log {log:q}"
