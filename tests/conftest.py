@@ -82,15 +82,52 @@ def real_run(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+class ChannelSeparatorReference:
+    """Bio-Formats' own per-channel answer (``ChannelSeparator``), the pixel reference the
+    readers are compared with; metadata and series come from :class:`BioFormatsReader`."""
+
+    def __init__(self, path: Path) -> None:
+        from bioingest.java import jimport
+        from bioingest.readers.bioformats import BioFormatsReader
+
+        self.reader = BioFormatsReader(path)
+        self.series = self.reader.series
+        self.metadata = self.reader.metadata
+        separator = jimport("loci.formats.ChannelSeparator")
+        self._sep: Any = separator(jimport("loci.formats.ImageReader")())
+        self._sep.setFlattenedResolutions(False)
+        self._sep.setId(str(path))
+
+    def __getattr__(self, name: str) -> Any:
+        # format_name, ome_xml, used_files… as the project's reader reports them.
+        return getattr(self.reader, name)
+
+    def read_tile(
+        self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
+    ) -> Any:
+        import numpy as np
+
+        sep = self._sep
+        sep.setSeries(series)
+        raw = sep.openBytes(sep.getIndex(z, c, t), x, y, width, height)
+        dtype = np.dtype(self.series[series].dtype)
+        order = "<" if sep.isLittleEndian() else ">"
+        tile = np.frombuffer(memoryview(raw), dtype=dtype.newbyteorder(order))
+        return tile.reshape(height, width).astype(dtype)
+
+    def close(self) -> None:
+        self.reader.close()
+        self._sep.close()
+
+
 @pytest.fixture(scope="session")
 def bioformats() -> Iterator[Any]:
-    """Factory opening a file with Bio-Formats in this process (the reference reader)."""
-    from bioingest.readers.bioformats import BioFormatsReader
+    """Factory opening a file with Bio-Formats in this process (the reference reader:
+    tiles as Bio-Formats' ChannelSeparator returns them, one channel at a time)."""
+    opened: list[ChannelSeparatorReference] = []
 
-    opened: list[BioFormatsReader] = []
-
-    def open_reader(path: Path) -> BioFormatsReader:
-        reader = BioFormatsReader(path)
+    def open_reader(path: Path) -> ChannelSeparatorReference:
+        reader = ChannelSeparatorReference(path)
         opened.append(reader)
         return reader
 

@@ -47,14 +47,18 @@ def _copy_series(reader: SourceReader, info: SeriesInfo, root: zarr.Group, tile:
         f"convert {reader.path.name} series {info.index + 1}/{len(reader.series)}",
         info.size_t * info.size_c * info.size_z * len(plane_tiles),
     )
+    # Channels stored together (colour samples) are read as one block: one decode per tile.
+    step = info.samples
     for t in range(info.size_t):
-        for c in range(info.size_c):
+        for c in range(0, info.size_c, step):
             for z in range(info.size_z):
                 for y, x, h, w in plane_tiles:
-                    arr[t, c, z, y : y + h, x : x + w] = reader.read_tile(
-                        info.index, t, c, z, y, x, h, w
-                    )
-                    progress.advance()
+                    if step == 1:
+                        block = reader.read_tile(info.index, t, c, z, y, x, h, w)[None]
+                    else:
+                        block = reader.read_samples(info.index, t, c, z, y, x, h, w)
+                    arr[t, c : c + step, z, y : y + h, x : x + w] = block
+                    progress.advance(step)
 
 
 def convert(
