@@ -162,14 +162,17 @@ class BioFormatsReader(SourceReader):
             raw = r.openBytes(index, x, y, width, height)
         except Exception as exc:
             problem = _java_problem(exc)
+            where = f"series {series} plane t={t} c={c} z={z}, tile at y={y} x={x}"
             if problem.startswith("cannot read ("):
                 # Not an I/O or format error: Bio-Formats failed decoding these pixels.
                 origin = _origin(exc)
                 problem = (
-                    f"Bio-Formats cannot decode series {series} plane t={t} c={c} z={z}, "
-                    f"tile at y={y} x={x} ({problem.removeprefix('cannot read (')[:-1]}"
+                    f"Bio-Formats cannot decode {where} "
+                    f"({problem.removeprefix('cannot read (')[:-1]}"
                     f"{f' in {origin}' if origin else ''})"
                 )
+            else:
+                problem = f"{problem}, reading {where}"
             raise IngestError(self.path, problem) from None
         dtype = np.dtype(info.dtype).newbyteorder("<" if r.isLittleEndian() else ">")
         flat = np.frombuffer(memoryview(raw), dtype=dtype)
