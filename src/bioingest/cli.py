@@ -409,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "assemble",
         help="join the parts of a conversion split by series into one intermediate store",
-        description="Move the series of PART stores (each written by 'bioingest convert "
-        "--series') into one intermediate store, checking that every series described in "
+        description="Join the series of PART stores (each written by 'bioingest convert "
+        "--series') into one intermediate store (hard links or copies; the parts are left "
+        "unchanged), checking that every series described in "
         "--source-json is there exactly once.",
     )
     p.add_argument("parts", type=Path, nargs="+", metavar="PART", help="part store")
