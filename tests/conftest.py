@@ -34,18 +34,10 @@ def real_dir() -> Path:
     return REAL
 
 
-def run_workflow(
-    workdir: Path,
-    config: Mapping[str, Any],
-    *,
-    extra: Sequence[str] = (),
-    check: bool = True,
-    timeout: float = 1800,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real workflow with ``snakemake`` in ``workdir`` (``env`` added to this
-    process's environment); return the finished process."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def workflow_command(
+    workdir: Path, config: Mapping[str, Any], *, extra: Sequence[str] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The ``snakemake`` command line and environment :func:`run_workflow` uses."""
     cmd = [
         str(BIN / "snakemake"),
         "--snakefile",
@@ -58,11 +50,24 @@ def run_workflow(
         *[f"{k}={v}" for k, v in config.items()],
         *extra,
     ]
-    full_env = {
-        **os.environ,
-        **(env or {}),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return cmd, env
+
+
+def run_workflow(
+    workdir: Path,
+    config: Mapping[str, Any],
+    *,
+    extra: Sequence[str] = (),
+    check: bool = True,
+    timeout: float = 1800,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real workflow with ``snakemake`` in ``workdir`` (``env`` added to this
+    process's environment); return the finished process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd, base_env = workflow_command(workdir, config, extra=extra)
+    full_env = {**base_env, **(env or {}), "PATH": base_env["PATH"]}
     proc = subprocess.run(
         cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from bioingest.checksum import sha256_file
 from bioingest.errors import IngestError
 from bioingest.integrity import check_structure
 from bioingest.inventory import discover
@@ -100,12 +102,22 @@ def reason(name: str, path: Path) -> str:
     return BAD[name].format(path=path)
 
 
+def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
+    """SHA-256 and modification time (ns) of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (sha256_file(p), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
 def bad_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> tuple[Path, Path, str]:
     base = tmp_path_factory.mktemp("bad")
     inputs = base / "in"
     make_bad(inputs, real_dir)
     make_good(inputs)
+    (base / "fingerprint.json").write_text(json.dumps(fingerprint(inputs)))
     out = base / "out"
     # The default profile, as users run it: failed logs are printed on the console.
     profile = ["--workflow-profile", str(REPO / "profiles" / "default")]
@@ -131,6 +143,13 @@ def test_good_datasets_complete(bad_run: tuple[Path, Path, str]) -> None:
     np.testing.assert_array_equal(level0.squeeze(), expected)
     tagged = zarr.open_group(out / "badtag" / "badtag.ome.zarr", mode="r")["0"][:]
     np.testing.assert_array_equal(tagged.squeeze(), tifffile.imread(inputs / "badtag.tif"))
+
+
+def test_sources_untouched_by_a_failed_run(bad_run: tuple[Path, Path, str]) -> None:
+    """sha256 and mtime of every input, good and bad, are those from before the run."""
+    inputs, _, _ = bad_run
+    before = json.loads((inputs.parent / "fingerprint.json").read_text())
+    assert fingerprint(inputs) == {k: tuple(v) for k, v in before.items()}
 
 
 def test_tifffile_complaints_are_warnings_naming_the_file(

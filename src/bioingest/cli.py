@@ -198,7 +198,12 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
         return
     config = json.loads(args.config_json) if args.config_json else {}
     provenance.write_run_crate(
-        args.out_dir, sources=args.sources, config=config, study=study, started=args.started
+        args.out_dir,
+        sources=args.sources,
+        config=config,
+        study=study,
+        started=args.started,
+        sources_root=args.sources_root,
     )
 
 
@@ -596,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["crate", "bia-list"])
     p.add_argument("out_dir", type=Path, help="output folder of a run")
     p.add_argument("--sources", type=Path, nargs="*", default=[], help="every input file")
+    p.add_argument(
+        "--sources-root",
+        type=Path,
+        help="folder sources are named relative to (default: input_dir, or the sample "
+        "sheet's folder, from --config-json)",
+    )
     p.add_argument("--config-json", default="", help="the workflow configuration as JSON")
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")
