@@ -43,18 +43,10 @@ def real_dir() -> Path:
     return REAL
 
 
-def run_workflow(
-    workdir: Path,
-    config: Mapping[str, Any],
-    *,
-    extra: Sequence[str] = (),
-    check: bool = True,
-    timeout: float = 1800,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real workflow with ``snakemake`` in ``workdir`` (``env`` added to this
-    process's environment); return the finished process."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def workflow_command(
+    workdir: Path, config: Mapping[str, Any], *, extra: Sequence[str] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The ``snakemake`` command line and environment :func:`run_workflow` uses."""
     cmd = [
         str(BIN / "snakemake"),
         "--snakefile",
@@ -68,11 +60,24 @@ def run_workflow(
         *[f"{k}={v}" for k, v in {"min_file_age_s": 0, **config}.items()],
         *extra,
     ]
-    full_env = {
-        **os.environ,
-        **(env or {}),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return cmd, env
+
+
+def run_workflow(
+    workdir: Path,
+    config: Mapping[str, Any],
+    *,
+    extra: Sequence[str] = (),
+    check: bool = True,
+    timeout: float = 1800,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real workflow with ``snakemake`` in ``workdir`` (``env`` added to this
+    process's environment); return the finished process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd, base_env = workflow_command(workdir, config, extra=extra)
+    full_env = {**base_env, **(env or {}), "PATH": base_env["PATH"]}
     proc = subprocess.run(
         cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -92,15 +97,52 @@ def real_run(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+class ChannelSeparatorReference:
+    """Bio-Formats' own per-channel answer (``ChannelSeparator``), the pixel reference the
+    readers are compared with; metadata and series come from :class:`BioFormatsReader`."""
+
+    def __init__(self, path: Path) -> None:
+        from bioingest.java import jimport
+        from bioingest.readers.bioformats import BioFormatsReader
+
+        self.reader = BioFormatsReader(path)
+        self.series = self.reader.series
+        self.metadata = self.reader.metadata
+        separator = jimport("loci.formats.ChannelSeparator")
+        self._sep: Any = separator(jimport("loci.formats.ImageReader")())
+        self._sep.setFlattenedResolutions(False)
+        self._sep.setId(str(path))
+
+    def __getattr__(self, name: str) -> Any:
+        # format_name, ome_xml, used_files… as the project's reader reports them.
+        return getattr(self.reader, name)
+
+    def read_tile(
+        self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
+    ) -> Any:
+        import numpy as np
+
+        sep = self._sep
+        sep.setSeries(series)
+        raw = sep.openBytes(sep.getIndex(z, c, t), x, y, width, height)
+        dtype = np.dtype(self.series[series].dtype)
+        order = "<" if sep.isLittleEndian() else ">"
+        tile = np.frombuffer(memoryview(raw), dtype=dtype.newbyteorder(order))
+        return tile.reshape(height, width).astype(dtype)
+
+    def close(self) -> None:
+        self.reader.close()
+        self._sep.close()
+
+
 @pytest.fixture(scope="session")
 def bioformats() -> Iterator[Any]:
-    """Factory opening a file with Bio-Formats in this process (the reference reader)."""
-    from bioingest.readers.bioformats import BioFormatsReader
+    """Factory opening a file with Bio-Formats in this process (the reference reader:
+    tiles as Bio-Formats' ChannelSeparator returns them, one channel at a time)."""
+    opened: list[ChannelSeparatorReference] = []
 
-    opened: list[BioFormatsReader] = []
-
-    def open_reader(path: Path) -> BioFormatsReader:
-        reader = BioFormatsReader(path)
+    def open_reader(path: Path) -> ChannelSeparatorReference:
+        reader = ChannelSeparatorReference(path)
         opened.append(reader)
         return reader
 

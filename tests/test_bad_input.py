@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,10 +15,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from bioingest.checksum import sha256_file
 from bioingest.errors import IngestError
 from bioingest.integrity import check_structure
 from bioingest.readers import check_readable
-from conftest import BIN, run_workflow
+from conftest import BIN, REPO, run_workflow
 
 CZI = "czi/CellDivision_T3_Z5_CH2_X240_Y170.czi"
 ND2 = "nd2/cluster.nd2"
@@ -28,7 +31,43 @@ BAD = {
     "truncated.nd2": "truncated file (ND2 chunk map missing at the end)",
     "random.nd2": "unsupported or unrecognised file format",
     "text.tif": "corrupt or invalid file (Invalid TIFF file: {path})",
+    "damaged.ome.tif": "corrupt or invalid file (cannot decode series 0 plane t=0 c=0 z=1, "
+    "rows 0-63, columns 0-63: DeflateError: libdeflate_zlib_decompress returned "
+    "LIBDEFLATE_BAD_DATA)",
 }
+# Java stack lines and Python tracebacks: never on the console.
+STACK_MARKERS = ("Traceback", "\tat ", "Exception in thread")
+
+
+def write_damaged_tiff(path: Path) -> None:
+    """A tiled, deflate-compressed OME-TIFF (2 x 64 x 64) whose third tile of the second
+    plane has 20 flipped bytes in its compressed stream."""
+    data = np.random.default_rng(0).integers(0, 4000, (2, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(
+        path, data, ome=True, tile=(32, 32), compression="zlib", metadata={"axes": "ZYX"}
+    )
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[1]
+        offset = page.dataoffsets[2]
+    raw = bytearray(path.read_bytes())
+    for i in range(offset + 10, offset + 30):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def write_bad_tag_tiff(path: Path) -> np.ndarray:
+    """A readable TIFF with one private tag of an invalid data type (tifffile logs an
+    ERROR line for it but reads the pixels); returns the pixels."""
+    data = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64)
+    tifffile.imwrite(path, data, extratags=[(65000, "s", 0, "hello world", True)])
+    raw = bytearray(path.read_bytes())
+    ifd = struct.unpack_from("<I", raw, 4)[0]
+    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", raw, entry)[0] == 65000:
+            struct.pack_into("<H", raw, entry + 2, 99)
+    path.write_bytes(bytes(raw))
+    return data
 
 
 def make_bad(folder: Path, real: Path) -> None:
@@ -41,18 +80,34 @@ def make_bad(folder: Path, real: Path) -> None:
     (folder / "truncated.nd2").write_bytes(nd2[: len(nd2) // 2])
     (folder / "random.nd2").write_bytes(np.random.default_rng(1).bytes(50_000))
     (folder / "text.tif").write_text("this is a text file, not a TIFF\n", encoding="utf-8")
+    write_damaged_tiff(folder / "damaged.ome.tif")
 
 
 def make_good(folder: Path) -> dict[str, np.ndarray | None]:
-    """Two good inputs: a tifffile-written OME-TIFF and a Bio-Formats .fake."""
+    """Three good inputs: a tifffile-written OME-TIFF, a Bio-Formats .fake and a TIFF
+    with a tag tifffile complains about."""
     data = np.arange(2 * 40 * 30, dtype=np.uint16).reshape(2, 40, 30)
     tifffile.imwrite(folder / "good.ome.tif", data, ome=True)
     (folder / "fake&sizeX=64&sizeY=48&sizeZ=2&pixelType=uint8.fake").touch()
-    return {"good": data, "fake_sizeX_64_sizeY_48_sizeZ_2_pixelType_uint8": None}
+    tagged = write_bad_tag_tiff(folder / "badtag.tif")
+    return {
+        "good": data,
+        "fake_sizeX_64_sizeY_48_sizeZ_2_pixelType_uint8": None,
+        "badtag": tagged,
+    }
 
 
 def reason(name: str, path: Path) -> str:
     return BAD[name].format(path=path)
+
+
+def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
+    """SHA-256 and modification time (ns) of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (sha256_file(p), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +116,15 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> tuple[P
     inputs = base / "in"
     make_bad(inputs, real_dir)
     make_good(inputs)
+    (base / "fingerprint.json").write_text(json.dumps(fingerprint(inputs)))
     out = base / "out"
+    # The default profile, as users run it: failed logs are printed on the console.
+    profile = ["--workflow-profile", str(REPO / "profiles" / "default")]
     proc = run_workflow(
-        base / "work", {"input_dir": inputs, "output_dir": out}, extra=["--keep-going"], check=False
+        base / "work",
+        {"input_dir": inputs, "output_dir": out},
+        extra=["--keep-going", *profile],
+        check=False,
     )
     assert proc.returncode != 0
     return inputs, out, proc.stdout + proc.stderr
@@ -71,7 +132,7 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> tuple[P
 
 def test_good_datasets_complete(bad_run: tuple[Path, Path, str]) -> None:
     inputs, out, _ = bad_run
-    for name in ("good", "fake_sizeX_64_sizeY_48_sizeZ_2_pixelType_uint8"):
+    for name in ("good", "fake_sizeX_64_sizeY_48_sizeZ_2_pixelType_uint8", "badtag"):
         assert (out / name / f"{name}.ome.zarr" / "zarr.json").is_file()
         assert (out / name / "metadata.json").is_file()
     import zarr
@@ -79,6 +140,40 @@ def test_good_datasets_complete(bad_run: tuple[Path, Path, str]) -> None:
     level0 = zarr.open_group(out / "good" / "good.ome.zarr", mode="r")["0"][:]
     expected = tifffile.imread(inputs / "good.ome.tif")
     np.testing.assert_array_equal(level0.squeeze(), expected)
+    tagged = zarr.open_group(out / "badtag" / "badtag.ome.zarr", mode="r")["0"][:]
+    np.testing.assert_array_equal(tagged.squeeze(), tifffile.imread(inputs / "badtag.tif"))
+
+
+def test_sources_untouched_by_a_failed_run(bad_run: tuple[Path, Path, str]) -> None:
+    """sha256 and mtime of every input, good and bad, are those from before the run."""
+    inputs, _, _ = bad_run
+    before = json.loads((inputs.parent / "fingerprint.json").read_text())
+    assert fingerprint(inputs) == {k: tuple(v) for k, v in before.items()}
+
+
+def test_tifffile_complaints_are_warnings_naming_the_file(
+    bad_run: tuple[Path, Path, str],
+) -> None:
+    inputs, out, _ = bad_run
+    log = (out / "logs" / "badtag" / "convert.log").read_text(encoding="utf-8")
+    complaint = (
+        f"WARNING {inputs / 'badtag.tif'}: tifffile: <TiffTag.fromfile> raised "
+        "TiffFileError('<tifffile.TiffTag 65000 @178> invalid data type 99')"
+    )
+    # Once, although the file is opened twice (reader choice, then reading).
+    assert [line for line in log.splitlines() if "tifffile: " in line] == [complaint]
+    assert not [line for line in log.splitlines() if line.startswith("ERROR")]
+
+
+def test_console_has_no_traceback(bad_run: tuple[Path, Path, str]) -> None:
+    """Under the default profile (failed logs shown) the console has one line per bad
+    file and no Python or Java stack trace."""
+    inputs, _, console = bad_run
+    for marker in STACK_MARKERS:
+        assert marker not in console, f"{marker!r} on the console"
+    for name in BAD:
+        path = inputs / name
+        assert console.count(f"ERROR {path}: {reason(name, path)}") >= 1
 
 
 def test_run_level_outputs_cover_the_good_datasets(bad_run: tuple[Path, Path, str]) -> None:
@@ -138,6 +233,35 @@ def test_cli_error_is_one_line(tmp_path: Path, real_dir: Path, name: str) -> Non
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.zarr").exists()
     assert not (tmp_path / "o.xml").exists()
+
+
+def test_unexpected_failure_traceback_goes_to_its_own_file(tmp_path: Path) -> None:
+    """An internal failure (here: an intermediate store that bioingest did not write) prints
+    one line; the traceback is in a file next to the log, not in the log or on the console."""
+    store = tmp_path / "junk.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text(
+        '{"zarr_format": 3, "node_type": "group", "attributes": {"bioingest": 5}}'
+    )
+    log = tmp_path / "logs" / "pyramid.log"
+    trace = tmp_path / "logs" / "pyramid.trace.log"
+    log.parent.mkdir()
+    trace.write_text("left by an earlier attempt\n")
+    cmd = [str(BIN / "bioingest"), "pyramid", str(store), "--ome-xml", str(tmp_path / "x")]
+    cmd += ["--out", str(tmp_path / "o.ome.zarr"), "--log", str(log)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1
+    line = f"ERROR {store}: unexpected AssertionError:  (traceback in pyramid.trace.log)"
+    assert proc.stderr.strip().splitlines() == [line]
+    assert log.read_text(encoding="utf-8").splitlines() == [line]
+    text = trace.read_text(encoding="utf-8")
+    assert text.startswith("Traceback (most recent call last):")
+    assert text.rstrip().endswith("AssertionError")
+    # A successful run removes the trace of an earlier failure.
+    tifffile.imwrite(tmp_path / "ok.ome.tif", np.zeros((8, 8), np.uint8), ome=True)
+    cmd = [str(BIN / "bioingest"), "metadata", str(tmp_path / "ok.ome.tif"), "--log", str(log)]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert not trace.exists()
 
 
 def test_folder_and_missing_file(tmp_path: Path) -> None:

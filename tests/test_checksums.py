@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import zarr
 
-from bioingest.checksum import check_sources, image_paths, read_manifest
+from bioingest.checksum import check_sources, image_paths, read_manifest, sha256_file
 from conftest import BIN, REPO, manifest_rows, run_workflow
 
 FILES = [
@@ -396,3 +398,96 @@ def test_bad_manifest_line(tmp_path: Path) -> None:
     (tmp_path / "manifest-sha256.txt").write_text("abc  x\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 1 is not"):
         read_manifest(tmp_path / "manifest-sha256.txt")
+
+
+# The RO-Crate 1.1 JSON-LD context, as shipped in ro-crate-py 0.13.0 (rocrate/data/,
+# Apache-2.0): the validator resolves the crate's context and the tests run offline.
+CONTEXT_1_1 = REPO / "tests" / "data" / "ro-crate-1.1-context.jsonld"
+
+
+def validate_offline(crate_dir: Path) -> list[str]:
+    """roc-validator's REQUIRED checks of the Workflow Run Crate profile; the one remote
+    document it needs (the context) is served from CONTEXT_1_1, any other fetch fails."""
+    from rocrate_validator import models, services
+    from rocrate_validator.utils import http
+
+    context = json.loads(CONTEXT_1_1.read_text(encoding="utf-8"))
+
+    class Response:
+        status_code = 200
+        from_cache = True
+        headers: ClassVar[dict[str, str]] = {"Content-Type": "application/ld+json"}
+        text = json.dumps(context)
+        content = text.encode()
+
+        def json(self) -> object:
+            return context
+
+        def raise_for_status(self) -> None:
+            return None
+
+    def get(self: object, url: str, *args: object, **kwargs: object) -> Response:
+        if url.rstrip("/") == "https://w3id.org/ro/crate/1.1/context":
+            return Response()
+        raise ConnectionError(f"the tests run offline: {url}")
+
+    patch = pytest.MonkeyPatch()
+    # HttpRequester serves get/head through __getattr__: set them on the class.
+    patch.setattr(http.HttpRequester, "get", get, raising=False)
+    patch.setattr(http.HttpRequester, "head", get, raising=False)
+    try:
+        settings = services.ValidationSettings(
+            rocrate_uri=str(crate_dir),
+            profile_identifier="workflow-run-crate",
+            requirement_severity=models.Severity.REQUIRED,
+            abort_on_first=False,
+        )
+        result = services.validate(settings)
+    finally:
+        patch.undo()
+    return [f"{i.check.identifier}: {i.message}" for i in result.get_issues()]
+
+
+def test_run_crate_loads_validates_and_is_portable(runs: tuple[Path, Path], inputs: Path) -> None:
+    from rocrate.rocrate import ROCrate
+
+    out = runs[0]
+    text = (out / "ro-crate-metadata.json").read_text(encoding="utf-8")
+    for machine_path in (str(out), str(inputs), str(REPO), "file://", "/tmp/"):
+        assert machine_path not in text
+    crate = ROCrate(out)
+    workflow = crate.mainEntity
+    assert workflow.id == "_workflow/Snakefile"
+    assert workflow.type == ["File", "SoftwareSourceCode", "ComputationalWorkflow"]
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert workflow["identifier"] == f"git commit {commit}"
+    assert workflow["version"] == importlib.metadata.version("bioingest")
+    # The workflow as run is in the crate, byte for byte.
+    assert (out / "_workflow" / "Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
+    rules = sorted(p.name for p in (out / "_workflow" / "workflow" / "rules").iterdir())
+    assert rules == sorted(p.name for p in (REPO / "workflow" / "rules").iterdir())
+    assert validate_offline(out) == []
+    # Sources: named relative to the input folder, with size and checksum.
+    graph = {e["@id"]: e for e in json.loads(text)["@graph"]}
+    for rel in FILES:
+        name = Path(rel).name
+        entity = graph[f"#source/{name}"]
+        assert entity["name"] == name
+        assert entity["sha256"] == sha256_file(inputs / name)
+        assert entity["contentSize"] == (inputs / name).stat().st_size
+    versions = {
+        e["name"]: e["softwareVersion"]
+        for e in graph.values()
+        if e["@type"] == "SoftwareApplication"
+    }
+    for dist in ("snakemake", "zarr", "numcodecs", "tifffile", "imagecodecs"):
+        assert versions[dist] == importlib.metadata.version(dist)
+    assert versions["bioingest"] == importlib.metadata.version("bioingest")
+    assert versions["Bio-Formats"] == "7.3.1"
+    config = json.loads(graph["#config"]["value"])
+    assert config["input_dir"] == inputs.name
+    assert config["output_dir"] == out.name
+    # The copy of the workflow is not an output: verify still passes.
+    assert verify(out).returncode == 0

@@ -34,7 +34,9 @@ SNAKEMAKE_MARK = ".snakemake_timestamp"
 #: Work folder of convert (temporary unless keep_intermediate): not a deliverable.
 WORK_DIR = "intermediate"
 #: First-level folders of the run itself; no dataset may take these names.
-RUN_FOLDERS = frozenset({"logs", "summary", WORK_DIR})
+#: The workflow's copy written with the RO-Crate, after the manifest (the crate lists it).
+WORKFLOW_COPY = "_workflow"
+RUN_FOLDERS = frozenset({"logs", "summary", WORK_DIR, WORKFLOW_COPY})
 _READ = 4 * 1024 * 1024
 
 
@@ -180,8 +182,8 @@ def output_files(out_dir: Path) -> list[str]:
         dirnames[:] = sorted(
             d for d in dirnames if not d.endswith(".partial") and not d.startswith(".")
         )
-        if Path(dirpath) == out_dir and WORK_DIR in dirnames:
-            dirnames.remove(WORK_DIR)
+        if Path(dirpath) == out_dir:
+            dirnames[:] = [d for d in dirnames if d not in (WORK_DIR, WORKFLOW_COPY)]
         for name in filenames:
             rel = Path(os.path.relpath(Path(dirpath) / name, out_dir)).as_posix()
             if rel not in NOT_LISTED and not name.endswith(".partial") and name != SNAKEMAKE_MARK:

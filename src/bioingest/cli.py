@@ -18,16 +18,47 @@ from bioingest.errors import IngestError
 log = logging.getLogger("bioingest")
 
 
+def trace_file(log_file: Path) -> Path:
+    """Where the traceback of an unexpected failure goes: next to the log, never in it,
+    so that the log (shown on the console by ``show-failed-logs``) keeps one line."""
+    return log_file.with_name(log_file.name.removesuffix(".log") + ".trace.log")
+
+
+def _write_trace(log_file: Path | None) -> str:
+    """Save the traceback being handled; return how to name its file in a message: next to
+    the log, its name alone (logs must not depend on the output folder), else its path."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    try:
+        if log_file is not None:
+            target = trace_file(log_file)
+            target.write_text(text, encoding="utf-8")
+            return target.name
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="bioingest-", suffix=".trace.log", delete=False, encoding="utf-8"
+        ) as fh:
+            fh.write(text)
+        return fh.name
+    except OSError as exc:
+        return f"no file: {exc.strerror or exc}"
+
+
 def _setup_logging(log_file: Path | None) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO)
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        # A trace left by an earlier failed attempt does not belong to this one.
+        trace_file(log_file).unlink(missing_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
     logging.basicConfig(
         level=logging.DEBUG, format="%(levelname)s %(message)s", handlers=handlers, force=True
     )
+    # A log file on a full disk must not print logging's own traceback on the console.
+    logging.raiseExceptions = False
     for noisy in ("asyncio", "numcodecs", "zarr", "fsspec", "scyjava", "cjdk", "jgo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -223,7 +254,12 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
         return
     config = json.loads(args.config_json) if args.config_json else {}
     provenance.write_run_crate(
-        args.out_dir, sources=args.sources, config=config, study=study, started=args.started
+        args.out_dir,
+        sources=args.sources,
+        config=config,
+        study=study,
+        started=args.started,
+        sources_root=args.sources_root,
     )
 
 
@@ -587,8 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "assemble",
         help="join the parts of a conversion split by series into one intermediate store",
-        description="Move the series of PART stores (each written by 'bioingest convert "
-        "--series') into one intermediate store, checking that every series described in "
+        description="Join the series of PART stores (each written by 'bioingest convert "
+        "--series') into one intermediate store (hard links or copies; the parts are left "
+        "unchanged), checking that every series described in "
         "--source-json is there exactly once.",
     )
     p.add_argument("parts", type=Path, nargs="+", metavar="PART", help="part store")
@@ -843,6 +880,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--records", type=Path, nargs="*", default=[], help="metadata.json of every dataset"
     )
     p.add_argument("--failed", type=Path, help="failed.tsv: these datasets are left out")
+    p.add_argument(
+        "--sources-root",
+        type=Path,
+        help="folder sources are named relative to (default: input_dir, or the sample "
+        "sheet's folder, from --config-json)",
+    )
     p.add_argument("--config-json", default="", help="the workflow configuration as JSON")
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")
@@ -853,9 +896,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status.
+
+    A failure prints one line naming the file and the problem; the traceback of an
+    unexpected one goes to a file of its own (``NAME.trace.log`` next to ``--log``), never
+    to the console or the log.
+    """
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "log", None))
+    log_file: Path | None = getattr(args, "log", None)
+    _setup_logging(log_file)
     try:
         status = args.func(args)
     except IngestError as exc:
@@ -869,13 +918,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno == errno.ENOSPC:
             log.error("%s: out of disk space", where)
         else:
-            log.error("%s: %s", where, exc.strerror or exc)
+            trace = _write_trace(log_file)
+            log.error("%s: %s (traceback in %s)", where, exc.strerror or exc, trace)
         return 1
     except Exception as exc:
-        # Unexpected: one line for the console, the traceback for the log file.
+        # Unexpected: one line for the console and the log, the traceback in a file.
         subject = getattr(args, "source", None) or getattr(args, "intermediate", "input")
-        log.error("%s: unexpected %s: %s", subject, type(exc).__name__, exc)
-        log.debug("traceback", exc_info=True)
+        trace = _write_trace(log_file)
+        message = " ".join(str(exc).split())
+        log.error(
+            "%s: unexpected %s: %s (traceback in %s)",
+            subject,
+            type(exc).__name__,
+            message,
+            trace,
+        )
         return 1
     return int(status or 0)
 

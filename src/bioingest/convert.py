@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,18 @@ def _copy_series(reader: SourceReader, info: SeriesInfo, root: zarr.Group, tile:
         f"convert {reader.path.name} series {info.index + 1}/{len(reader.series)}",
         info.size_t * info.size_c * info.size_z * len(plane_tiles),
     )
+    # Channels stored together (colour samples) are read as one block: one decode per tile.
+    step = info.samples
     for t in range(info.size_t):
-        for c in range(info.size_c):
+        for c in range(0, info.size_c, step):
             for z in range(info.size_z):
                 for y, x, h, w in plane_tiles:
-                    arr[t, c, z, y : y + h, x : x + w] = reader.read_tile(
-                        info.index, t, c, z, y, x, h, w
-                    )
-                    progress.advance()
+                    if step == 1:
+                        block = reader.read_tile(info.index, t, c, z, y, x, h, w)[None]
+                    else:
+                        block = reader.read_samples(info.index, t, c, z, y, x, h, w)
+                    arr[t, c : c + step, z, y : y + h, x : x + w] = block
+                    progress.advance(step)
 
 
 def convert(
@@ -186,13 +191,22 @@ def split(series_count: int, per_part: int) -> list[tuple[int, int]]:
     ]
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    # A hard link shares the bytes without touching the part; nothing writes to either.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> None:
     """Join the part stores of a split conversion into one intermediate store.
 
     Each part holds disjoint series, written by its own job. The parts are checked first
-    (same source, no series twice, none missing); then their arrays are moved, not
-    copied, into a new store that appears under ``zarr_path`` only when complete. A
-    failed move puts the arrays back, so the parts stay usable for a rerun.
+    (same source, no series twice, none missing); then their arrays are hard-linked
+    (copied across file systems) into a new store that appears under ``zarr_path`` only
+    when complete. The parts are never changed: a kill at any point leaves them whole,
+    so the rerun starts again from them.
 
     Parameters
     ----------
@@ -219,14 +233,7 @@ def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> N
         raise IngestError(zarr_path, f"no part holds series {', '.join(missing)}")
     with atomic.atomic_dir(zarr_path) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        moved: list[str] = []
-        try:
-            for name, part in owner.items():
-                os.replace(part / name, tmp / name)
-                moved.append(name)
-            root.attrs[ATTR] = description
-        except BaseException:
-            for name in moved:
-                os.replace(tmp / name, owner[name] / name)
-            raise
+        for name, part in owner.items():
+            shutil.copytree(part / name, tmp / name, copy_function=_link_or_copy)
+        root.attrs[ATTR] = description
     log.info("assemble %s: %d series from %d parts", zarr_path.name, len(owner), len(parts))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bioingest import __version__, atomic
-from bioingest.checksum import MANIFEST, read_manifest
+from bioingest.checksum import MANIFEST, WORKFLOW_COPY, read_manifest
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]
 PROFILES = [
@@ -23,7 +23,17 @@ PROFILES = [
     "https://w3id.org/workflowhub/workflow-ro-crate/1.0",
 ]
 #: Python distributions whose versions the run crate records.
-SOFTWARE = ("zarr", "tifffile", "numpy", "snakemake", "scyjava", "JPype1", "ome-zarr-models")
+SOFTWARE = (
+    "snakemake",
+    "zarr",
+    "numcodecs",
+    "tifffile",
+    "imagecodecs",
+    "numpy",
+    "scyjava",
+    "JPype1",
+    "rocrate",
+)
 
 
 def _version(dist: str) -> str:
@@ -142,6 +152,56 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: The workflow's own files, copied into the run's crate so that it names exactly what ran.
+WORKFLOW_FILES = ("Snakefile", "workflow", "config/config.yaml")
+#: Configuration keys holding paths of this machine: the crate keeps their last part only.
+PATH_KEYS = ("input_dir", "samples", "output_dir", "study", "bioformats_jar")
+
+
+def _workflow_files() -> list[Path]:
+    """Every file of the workflow definition, relative to its checkout, sorted."""
+    files: list[Path] = []
+    for name in WORKFLOW_FILES:
+        path = WORKFLOW_DIR / name
+        found = sorted(path.rglob("*")) if path.is_dir() else [path]
+        files += [f.relative_to(WORKFLOW_DIR) for f in found if f.is_file()]
+    return [f for f in files if "__pycache__" not in f.parts]
+
+
+def copy_workflow(out_dir: Path) -> list[Path]:
+    """Copy the workflow definition into ``OUT/_workflow``; return the copied files
+    relative to ``out_dir``."""
+    files = _workflow_files()
+    with atomic.atomic_dir(out_dir / WORKFLOW_COPY) as tmp:
+        for rel in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(WORKFLOW_DIR / rel, tmp / rel)
+    return [Path(WORKFLOW_COPY) / rel for rel in files]
+
+
+def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration without this machine's folders (their last part is kept)."""
+    return {
+        key: Path(str(value)).name if key in PATH_KEYS and value else value
+        for key, value in config.items()
+    }
+
+
+def _sources_root(sources: list[Path], config: dict[str, Any]) -> Path:
+    """The folder sources are named relative to: the input folder (or the sample sheet's
+    folder) when every source lies in it, else the sources' common folder."""
+    resolved = [Path(os.path.abspath(s)) for s in sources]
+    for key, pick in (("input_dir", Path), ("samples", lambda p: Path(p).parent)):
+        value = str(config.get(key) or "")
+        if value and "://" not in value:
+            root = Path(os.path.abspath(pick(value)))
+            if all(s.is_relative_to(root) for s in resolved):
+                return root
+    if not resolved:
+        return Path(".")
+    return Path(os.path.commonpath([s.parent for s in resolved]))
+
+
 def run_crate(
     out_dir: Path,
     *,
@@ -149,13 +209,19 @@ def run_crate(
     config: dict[str, Any],
     study: dict[str, Any] | None,
     started: str = "",
+    sources_root: Path | None = None,
 ) -> dict[str, Any]:
-    """The Workflow Run Crate (as JSON-LD) describing one run of the workflow.
+    """The Workflow Run Crate (RO-Crate 1.1, as JSON-LD) describing one run.
+
+    Everything is named without this machine's paths: outputs relative to ``out_dir``,
+    sources relative to the input folder (``#source/REL`` with size and SHA-256), the
+    workflow by its copy in ``_workflow/`` (see :func:`copy_workflow`), its version and git
+    commit, and the versions of the libraries that did the work.
 
     Parameters
     ----------
     out_dir
-        The run's output folder, holding ``manifest-sha256.txt``.
+        The run's output folder, holding ``manifest-sha256.txt`` and ``_workflow/``.
     sources
         Every input file (main files and companions).
     config
@@ -164,43 +230,73 @@ def run_crate(
         Validated study metadata, or ``None``.
     started
         ISO time the run started, if known.
+    sources_root
+        Folder sources are named relative to; default: the input folder in ``config``.
     """
     from rocrate.model.contextentity import ContextEntity
     from rocrate.rocrate import ROCrate
 
     from bioingest.checksum import sha256_file
 
-    crate = ROCrate()
+    # RO-Crate 1.1: the version the Workflow Run Crate 0.5 profile builds on.
+    crate = ROCrate(version="1.1")
+    # The 1.1 context has no checksum term; this is the one later RO-Crate contexts use.
+    crate.metadata.extra_terms["sha256"] = "http://schema.org/sha256"
     crate.name = f"bioingest run: {out_dir.name}"
     crate.description = "Microscopy files converted to OME-Zarr by the bioingest workflow."
     crate.root_dataset["conformsTo"] = [{"@id": p} for p in PROFILES]
-    if study and study.get("licence"):
-        crate.license = study["licence"]
+    for profile in PROFILES:
+        name, version = profile.rstrip("/").rsplit("/", 2)[-2:]
+        crate.add(
+            ContextEntity(
+                crate,
+                profile,
+                properties={"@type": "CreativeWork", "name": name, "version": version},
+            )
+        )
+    crate.license = (study or {}).get("licence") or (
+        "not stated: set 'licence' in the study metadata (config key 'study')"
+    )
     commit = git_commit()
     language = crate.add(
         ContextEntity(
             crate,
-            "#snakemake",
+            "https://w3id.org/workflowhub/workflow-ro-crate#snakemake",
             properties={
                 "@type": "ComputerLanguage",
                 "name": "Snakemake",
-                "url": "https://snakemake.github.io",
+                "identifier": {"@id": "https://snakemake.readthedocs.io"},
+                "url": {"@id": "https://snakemake.github.io"},
                 "version": _version("snakemake"),
             },
         )
     )
-    workflow = crate.add(
-        ContextEntity(
-            crate,
-            (WORKFLOW_DIR / "Snakefile").as_uri(),
-            properties={
+    main = f"{WORKFLOW_COPY}/Snakefile"
+    if not (out_dir / main).is_file():
+        raise FileNotFoundError(out_dir / main)
+    workflow: Any = None
+    for path in sorted((out_dir / WORKFLOW_COPY).rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(out_dir).as_posix()
+        properties: dict[str, Any] = {
+            "contentSize": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+        if rel == main:
+            properties |= {
                 "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
                 "name": "bioingest",
-                "version": commit or __version__,
-                "programmingLanguage": language,
-            },
-        )
-    )
+                "version": __version__,
+                "programmingLanguage": {"@id": language.id},
+            }
+            if commit:
+                # The commit names the workflow and the package that ran; the copy is
+                # its definition as run.
+                properties["identifier"] = f"git commit {commit}"
+        entity = crate.add_file(dest_path=rel, properties=properties)
+        if rel == main:
+            workflow = entity
     crate.root_dataset["mainEntity"] = workflow
     software = [
         ("bioingest", __version__),
@@ -232,25 +328,27 @@ def run_crate(
             properties={
                 "@type": "PropertyValue",
                 "name": "workflow configuration",
-                "value": json.dumps(config, sort_keys=True, default=str),
+                "value": json.dumps(_portable_config(config), sort_keys=True, default=str),
             },
         )
     )
-    inputs = [
-        crate.add(
-            ContextEntity(
-                crate,
-                src.resolve().as_uri(),
-                properties={
-                    "@type": "File",
-                    "name": src.name,
-                    "contentSize": src.stat().st_size,
-                    "sha256": sha256_file(src),
-                },
-            )
+    root = sources_root or _sources_root(sources, config)
+    inputs = []
+    for src in sources:
+        rel = Path(os.path.relpath(os.path.abspath(src), root)).as_posix()
+        # Not in the crate's folder: described, not contained (a contextual entity).
+        entity = ContextEntity(
+            crate,
+            f"#source/{rel}",
+            properties={
+                "@type": "File",
+                "name": rel,
+                "description": "source file, named relative to the input folder",
+                "contentSize": src.stat().st_size,
+                "sha256": sha256_file(src),
+            },
         )
-        for src in sources
-    ]
+        inputs.append(crate.add(entity))
     manifest = read_manifest(out_dir / MANIFEST)
     outputs = []
     for rel, digest in sorted(manifest.items()):
@@ -290,12 +388,20 @@ def run_crate(
     action["instrument"] = workflow
     action["actionStatus"] = {"@id": "http://schema.org/CompletedActionStatus"}
     action["object"] = [*inputs, config_entity]
+    action["description"] = "Conversion of the sources to OME-Zarr with metadata, QC and checksums."
+    crate.root_dataset["mentions"] = action
+    crate.metadata["conformsTo"] = [
+        {"@id": "https://w3id.org/ro/crate/1.1"},
+        {"@id": "https://w3id.org/workflowhub/workflow-ro-crate/1.0"},
+    ]
     metadata: dict[str, Any] = crate.metadata.generate()
     return metadata
 
 
 def write_run_crate(out_dir: Path, **kwargs: Any) -> Path:
-    """Write ``ro-crate-metadata.json`` at the top of the output folder."""
+    """Copy the workflow into the output folder, then write ``ro-crate-metadata.json`` at
+    its top."""
+    copy_workflow(out_dir)
     target = out_dir / "ro-crate-metadata.json"
     text = json.dumps(run_crate(out_dir, **kwargs), indent=2, ensure_ascii=False)
     atomic.write_text(target, text + "\n")

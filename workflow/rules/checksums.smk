@@ -56,7 +56,9 @@ rule provenance:
         sources=all_sources,
         study=study_file,
     output:
-        f"{OUT}/ro-crate-metadata.json",
+        crate=f"{OUT}/ro-crate-metadata.json",
+        # The crate includes the workflow that ran: a copy, written with it.
+        workflow=directory(f"{OUT}/_workflow"),
     log:
         f"{OUT}/logs/provenance.log",
     localrule: True
@@ -64,10 +66,12 @@ rule provenance:
         "../../envs/bioingest.yaml"
     params:
         out_dir=output_folder,
+        root=INPUT_ROOT,
         study=study_option,
         config_json=config_json,
     message:
         "provenance: Workflow Run RO-Crate of this run"
     shell:
         "bioingest provenance crate {params.out_dir:q} --sources {input.sources:q} "
-        "{params.study} --config-json {params.config_json:q} --log {log:q}"
+        "--sources-root {params.root:q} {params.study} --config-json {params.config_json:q} "
+        "--log {log:q}"

@@ -23,6 +23,8 @@ class SeriesInfo:
     dtype: str
     #: Channels are the red, green and blue samples of colour pixels.
     rgb: bool = False
+    #: Channels stored together in one plane (the samples of colour pixels), read at once.
+    samples: int = 1
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -64,6 +66,18 @@ class SourceReader(ABC):
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
         """Return a ``(height, width)`` tile of one plane in native byte order."""
+
+    def read_samples(
+        self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
+    ) -> np.ndarray:
+        """Return the ``(samples, height, width)`` block of channels ``c`` to
+        ``c + samples - 1``, stored together in one plane (``c`` is a multiple of
+        :attr:`SeriesInfo.samples`). Readers that store colour samples together decode
+        the tile once for all of them."""
+        samples = self.series[series].samples
+        return np.stack(
+            [self.read_tile(series, t, c + i, z, y, x, height, width) for i in range(samples)]
+        )
 
     @abstractmethod
     def close(self) -> None:

@@ -45,6 +45,16 @@ def _java_problem(exc: BaseException) -> str:
     return f"cannot read ({cls or type(exc).__name__}: {message})"
 
 
+def _origin(exc: BaseException) -> str:
+    """``Class.method`` of the innermost Bio-Formats frame of a Java exception, or empty."""
+    frames: Any = getattr(exc, "getStackTrace", lambda: [])()
+    for frame in frames:
+        cls = str(frame.getClassName())
+        if cls.startswith("loci."):
+            return f"{cls.rsplit('.', 1)[-1]}.{frame.getMethodName()}"
+    return ""
+
+
 class BioFormatsReader(SourceReader):
     """Open a file with Bio-Formats once; serve full-resolution tiles of every series.
 
@@ -73,12 +83,12 @@ class BioFormatsReader(SourceReader):
         super().__init__(path)
         start_jvm(jar=jar, maven=maven, heap_mb=heap_mb)
         image_reader = jimport("loci.formats.ImageReader")
-        channel_separator = jimport("loci.formats.ChannelSeparator")
         metadata_tools = jimport("loci.formats.MetadataTools")
         self._format_tools = jimport("loci.formats.FormatTools")
         self._meta: Any = metadata_tools.createOMEXMLMetadata()
-        # ChannelSeparator turns RGB samples into ordinary channels, one plane each.
-        self._reader: Any = channel_separator(image_reader())
+        # No ChannelSeparator: it decodes a colour tile once per sample and fails on some
+        # files (DICOM); colour tiles are read whole and split in numpy instead.
+        self._reader: Any = image_reader()
         self._reader.setMetadataStore(self._meta)
         self._reader.setFlattenedResolutions(False)
         try:
@@ -104,7 +114,8 @@ class BioFormatsReader(SourceReader):
             size_y=int(r.getSizeY()),
             size_x=int(r.getSizeX()),
             dtype=_DTYPES[pixel_type],
-            rgb=bool(r.getReader().isRGB()) and int(r.getSizeC()) == 3,
+            rgb=bool(r.isRGB()) and int(r.getSizeC()) == 3,
+            samples=max(1, int(r.getRGBChannelCount())),
         )
 
     @property
@@ -131,20 +142,45 @@ class BioFormatsReader(SourceReader):
     def read_tile(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
+        samples = self._series[series].samples
+        first = c - c % samples
+        block = self.read_samples(series, t, first, z, y, x, height, width)
+        return np.ascontiguousarray(block[c - first])
+
+    def read_samples(
+        self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
+    ) -> np.ndarray:
         r = self._reader
         if series != self._current:
             r.setSeries(series)
             r.setResolution(0)
             self._current = series
         info = self._series[series]
-        index = r.getIndex(z, c, t)
+        # Bio-Formats numbers the stored planes; a colour plane holds `samples` channels.
+        index = r.getIndex(z, c // info.samples, t)
         try:
             raw = r.openBytes(index, x, y, width, height)
         except Exception as exc:
-            raise IngestError(self.path, _java_problem(exc)) from None
+            problem = _java_problem(exc)
+            where = f"series {series} plane t={t} c={c} z={z}, tile at y={y} x={x}"
+            if problem.startswith("cannot read ("):
+                # Not an I/O or format error: Bio-Formats failed decoding these pixels.
+                origin = _origin(exc)
+                problem = (
+                    f"Bio-Formats cannot decode {where} "
+                    f"({problem.removeprefix('cannot read (')[:-1]}"
+                    f"{f' in {origin}' if origin else ''})"
+                )
+            else:
+                problem = f"{problem}, reading {where}"
+            raise IngestError(self.path, problem) from None
         dtype = np.dtype(info.dtype).newbyteorder("<" if r.isLittleEndian() else ">")
-        tile = np.frombuffer(memoryview(raw), dtype=dtype).reshape(height, width)
-        return tile.astype(info.dtype, copy=True)
+        flat = np.frombuffer(memoryview(raw), dtype=dtype)
+        if info.samples > 1 and r.isInterleaved():
+            block = flat.reshape(height, width, info.samples).transpose(2, 0, 1)
+        else:
+            block = flat.reshape(info.samples, height, width)
+        return block.astype(info.dtype, copy=True)
 
     def _close_quietly(self) -> None:
         # Closing a half-opened reader must not mask the error that got us here.

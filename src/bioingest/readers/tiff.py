@@ -6,7 +6,10 @@ both on every real sample); anything else goes to Bio-Formats.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,48 @@ _UNIT_NAMES = {
 }
 
 
+class _NameTheFile(logging.Filter):
+    """Turn tifffile's log records into warnings that name the file being read.
+
+    tifffile logs what it tolerates (a bad tag, an odd offset) as ``ERROR`` without the
+    file name, although the file may read fine; an error of the dataset is raised as
+    :class:`IngestError` instead. Each complaint is logged once per file, although the
+    file is opened twice (:func:`accepts`, then :class:`TiffReader`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path: Path | None = None
+        self._seen: set[tuple[Path, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.path is None:
+            return True
+        message = record.getMessage()
+        if (self.path, message) in self._seen:
+            return False
+        self._seen.add((self.path, message))
+        record.msg = "%s: tifffile: %s"
+        record.args = (self.path, message)
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_naming = _NameTheFile()
+logging.getLogger("tifffile").addFilter(_naming)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Name ``path`` in whatever tifffile logs while the block runs."""
+    previous, _naming.path = _naming.path, path
+    try:
+        yield
+    finally:
+        _naming.path = previous
+
+
 def _pick_series(tif: tifffile.TiffFile) -> list[Any] | None:
     """The series to ingest, or ``None`` when this file should go to Bio-Formats."""
     if any(getattr(tif, f"is_{flag}", False) for flag in _VENDOR_FLAGS):
@@ -144,6 +189,10 @@ class TiffReader(SourceReader):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
+        with _reading(path):
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
         try:
             self._tif = tifffile.TiffFile(path)
         except Exception as exc:
@@ -252,7 +301,21 @@ class TiffReader(SourceReader):
                 index.append(slice(x, x + width))
             else:
                 index.append(parts[dim].pop())
-        return np.ascontiguousarray(self._arrays[series][tuple(index)])
+        with _reading(self.path):
+            try:
+                return np.ascontiguousarray(self._arrays[series][tuple(index)])
+            except MemoryError:
+                raise
+            except Exception as exc:
+                # Damaged compressed data (e.g. a deflate tile): the file is corrupt.
+                where = (
+                    f"series {series} plane t={t} c={c} z={z}, "
+                    f"rows {y}-{y + height - 1}, columns {x}-{x + width - 1}"
+                )
+                problem = f"{type(exc).__name__}: {exc}"
+                raise IngestError(
+                    self.path, f"corrupt or invalid file (cannot decode {where}: {problem})"
+                ) from None
 
     def close(self) -> None:
         self._tif.close()
@@ -263,7 +326,7 @@ def accepts(path: Path) -> bool:
     if not path.name.lower().endswith(TIFF_SUFFIXES):
         return False
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _reading(path), tifffile.TiffFile(path) as tif:
             return _pick_series(tif) is not None
     except Exception:
         return False

@@ -1,0 +1,246 @@
+"""Faults: kill -9 at random points of a multi-dataset run, a full disk, and sources that
+no run, failed or killed, ever changes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from bioingest.checksum import read_manifest
+from conftest import BIN, run_workflow, workflow_command
+
+TRIALS = 10
+
+
+def make_inputs(folder: Path) -> dict[str, np.ndarray]:
+    """Three small datasets read by tifffile (no JVM, so a trial takes seconds); the
+    pixels are in TCZYX order with the size-1 axes left out."""
+    rng = np.random.default_rng(7)
+    data = {
+        "stack": rng.integers(0, 4000, (2, 3, 96, 80), dtype=np.uint16),
+        "plane": rng.integers(0, 255, (120, 100), dtype=np.uint8),
+        "timelapse": rng.integers(0, 60000, (4, 64, 300), dtype=np.uint16),
+    }
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "stack.ome.tif", data["stack"], ome=True, metadata={"axes": "CZYX"})
+    tifffile.imwrite(folder / "plane.tif", data["plane"])
+    tifffile.imwrite(
+        folder / "timelapse.ome.tif", data["timelapse"], ome=True, metadata={"axes": "TYX"}
+    )
+    return data
+
+
+def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
+    """SHA-256 and modification time (ns) of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def level0(store: Path) -> np.ndarray:
+    return np.asarray(zarr.open_group(store, mode="r")["0"][...])
+
+
+def assert_complete_stores(out: Path, data: dict[str, np.ndarray]) -> int:
+    """Every store that looks complete (final name) and may still be read holds exactly
+    its source's pixels, at every level; return how many final stores there are."""
+    count = 0
+    for name, pixels in data.items():
+        stores = [out / name / f"{name}.ome.zarr"]
+        # The intermediate store is temporary: once its last reader (qc) is done, Snakemake
+        # removes it, and a kill may stop that removal half-way. Before, it must be whole.
+        if not (out / name / "qc.json").exists():
+            stores.append(out / "intermediate" / f"{name}.zarr")
+        for store in stores:
+            if not store.exists():
+                continue
+            count += store.name.endswith(".ome.zarr")
+            root = zarr.open_group(store, mode="r")
+            got = np.asarray(root["0"][...])
+            np.testing.assert_array_equal(got.squeeze(), pixels, err_msg=str(store))
+            if store.name.endswith(".ome.zarr"):
+                for level in dict(root.attrs)["ome"]["multiscales"][0]["datasets"]:
+                    assert np.asarray(root[level["path"]][...]).size > 0
+        for record in ("metadata.json", "qc.json"):
+            if (out / name / record).exists():
+                json.loads((out / name / record).read_text(encoding="utf-8"))
+    return count
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def job_processes(pid: int) -> list[int]:
+    """Descendants of snakemake that run a bioingest verb (the jobs)."""
+    jobs = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"/bioingest") for part in cmdline[:2]):
+            jobs.append(child)
+    return jobs
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # it finished meanwhile
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Iterator[tuple[Path, dict[str, np.ndarray]]]:
+    folder = tmp_path / "in"
+    data = make_inputs(folder)
+    before = fingerprint(folder)
+    yield folder, data
+    # Sources untouched: no run of the test, killed or failed, changed a byte or a time.
+    assert fingerprint(folder) == before
+
+
+@pytest.mark.slow
+def test_kill9_trials_recover(tmp_path: Path, inputs: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """10 seeded trials: kill -9 the running jobs (or Snakemake and everything under it)
+    at a random moment, then the README's recovery; each run completes, verifies, and
+    equals an uninterrupted run; no store that looks complete is ever partial."""
+    folder, data = inputs
+    reference = tmp_path / "reference"
+    started = time.monotonic()
+    run_workflow(tmp_path / "w-ref", {"input_dir": folder, "output_dir": reference})
+    duration = time.monotonic() - started
+    expected = {
+        rel: digest
+        for rel, digest in read_manifest(reference / "manifest-sha256.txt").items()
+        if not rel.startswith("logs/")
+    }
+    hits = {"jobs": 0, "snakemake": 0}
+    trials = []
+    for trial in range(TRIALS):
+        rng = np.random.default_rng(trial)
+        out, work = tmp_path / f"out{trial}", tmp_path / f"w{trial}"
+        work.mkdir()
+        config = {"input_dir": folder, "output_dir": out}
+        cmd, env = workflow_command(work, config)
+        kill_snakemake = trial % 3 == 2
+        with open(work / "console.txt", "w") as console:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=work,
+                env=env,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        delay = float(rng.uniform(0.15, 0.85)) * duration
+        time.sleep(delay)
+        # Wait (briefly) for a job to be running, so that the kill hits one.
+        deadline = time.monotonic() + 5
+        while not job_processes(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        jobs = job_processes(proc.pid)
+        running = proc.poll() is None
+        if kill_snakemake:
+            # A crash of the machine or of Snakemake: everything under it dies at once.
+            kill([proc.pid, *descendants(proc.pid)])
+            hits["snakemake"] += running
+        else:
+            kill(jobs)
+            hits["jobs"] += bool(jobs)
+        status = proc.wait(timeout=300)
+        trials.append(f"trial {trial}: {delay:.1f} s, running {running}, jobs {jobs}, {status}")
+        if kill_snakemake and running:
+            assert status == -signal.SIGKILL
+        assert_complete_stores(out, data)
+        # The README's recovery: --unlock after a kill of Snakemake, then the same command.
+        if kill_snakemake:
+            run_workflow(work, {**config}, extra=["--unlock"])
+        run_workflow(work, config)
+        assert assert_complete_stores(out, data) == len(data)
+        verify = subprocess.run(
+            [str(BIN / "bioingest"), "verify", str(out)], capture_output=True, text=True
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        got = {
+            rel: digest
+            for rel, digest in read_manifest(out / "manifest-sha256.txt").items()
+            if not rel.startswith("logs/")
+        }
+        assert got == expected, f"trial {trial}"
+        shutil.rmtree(out)
+    # The kills landed: on running jobs in most trials, on Snakemake in every third.
+    assert hits["snakemake"] == 3, trials
+    assert hits["jobs"] >= 5, trials
+
+
+def test_out_of_disk_fails_the_dataset_cleanly(tmp_path: Path) -> None:
+    """A full disk during a write (the output folder on a 3 MiB tmpfs) fails the dataset
+    that filled it, with one line, and leaves no final output of it behind."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    # Random pixels do not compress: 8 MiB cannot fit in 3 MiB.
+    tifffile.imwrite(folder / "big.tif", rng.integers(0, 65535, (2048, 2048), dtype=np.uint16))
+    small = np.arange(32 * 24, dtype=np.uint8).reshape(32, 24)
+    tifffile.imwrite(folder / "small.tif", small)
+    before = fingerprint(folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(out)])
+    if mounted.returncode:
+        pytest.fail("cannot mount a small tmpfs to simulate a full disk (needs root)")
+    try:
+        proc = run_workflow(
+            tmp_path / "work",
+            {"input_dir": folder, "output_dir": out},
+            extra=["--cores", "1"],
+            check=False,
+        )
+        console = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert f"ERROR {out / 'intermediate' / 'big.zarr'}: out of disk space" in console
+        assert "Traceback" not in console
+        # Nothing of big looks complete, and its scratch folders are gone.
+        assert not (out / "intermediate" / "big.zarr").exists()
+        assert not (out / "intermediate" / ".big.zarr.partial").exists()
+        assert not (out / "big" / "big.ome.zarr").exists()
+        assert not (out / "big" / "big.ome.xml").exists()
+        # The small dataset either completed, with its exact pixels, or left nothing final.
+        store = out / "small" / "small.ome.zarr"
+        if store.exists():
+            np.testing.assert_array_equal(level0(store).squeeze(), small)
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+    assert fingerprint(folder) == before
