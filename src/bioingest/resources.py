@@ -103,10 +103,11 @@ def series_bytes(source_json: Path) -> list[int]:
     """Uncompressed bytes of each series listed in ``{dataset}.source.json``.
 
     Raises ``FileNotFoundError`` until ``convert`` wrote the file, which Snakemake takes
-    as "not known yet" and asks again when the job is ready to run.
+    as "not known yet" and asks again when the job is ready to run. A conversion that
+    failed on bad input lists no series.
     """
     with open(source_json, encoding="utf-8") as fh:
-        series = json.load(fh)["series"]
+        series = json.load(fh).get("series", [])
     return [math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize for s in series]
 
 
