@@ -34,6 +34,11 @@ def _um(length: Any) -> float | None:
     return None if value is None else float(value.doubleValue())
 
 
+def _samples(meta: Any, series: int, channel: int) -> int:
+    samples = meta.getChannelSamplesPerPixel(series, channel)
+    return 1 if samples is None else int(samples.getValue())
+
+
 def _norm(value: Any) -> float | str:
     """Numbers compare as numbers (a TSV column with gaps reads back as float)."""
     try:
@@ -72,7 +77,12 @@ def test_values_equal_bioformats(row: dict[str, str], real_run: Path, bioformats
                 assert got is None, f"series {s} {axis}: Bio-Formats has none, we have {got}"
             else:
                 assert got == pytest.approx(expected, rel=1e-9)
-        names = [meta.getChannelName(s, c) for c in range(meta.getChannelCount(s))]
+        # One channel per sample: an RGB channel (SamplesPerPixel 3) is three channels.
+        names = [
+            meta.getChannelName(s, c)
+            for c in range(meta.getChannelCount(s))
+            for _ in range(_samples(meta, s, c))
+        ]
         # An empty name is normalised to unknown, like every other empty value.
         expected_names = [str(n) if n is not None and str(n) else None for n in names]
         assert [c["name"]["value"] for c in series["channels"]] == expected_names
@@ -97,7 +107,7 @@ def test_tables(real_run: Path) -> None:
             assert tsv[col].isna().tolist() == parquet[col].isna().tolist(), col
             known = tsv[col].notna()
             assert [_norm(v) for v in tsv[col][known]] == [_norm(v) for v in parquet[col][known]]
-    toxo = images[images.dataset == "toxo"].iloc[0]
+    toxo = images[images.dataset == "dv_toxo"].iloc[0]
     assert (toxo.size_x, toxo.size_z, toxo.size_c, toxo.pixel_type) == (128, 17, 2, "uint16")
     assert toxo.physical_size_x_um == pytest.approx(0.13262, rel=1e-4)
     assert toxo.objective_magnification == 100.0
@@ -105,9 +115,9 @@ def test_tables(real_run: Path) -> None:
     assert toxo.immersion == "Oil"
     # Unknown stays empty, never a made-up value.
     assert math.isnan(toxo.time_increment_s)
-    lsm = images[images.dataset == "test"].iloc[0]
+    lsm = images[images.dataset == "lsm_test"].iloc[0]
     assert lsm.physical_size_z_um == pytest.approx(1e-13)
-    cell = channels[channels.dataset == "CellDivision_T3_Z5_CH2_X240_Y170"]
+    cell = channels[channels.dataset == "czi_CellDivision_T3_Z5_CH2_X240_Y170"]
     assert cell.name.tolist() == ["LED555", "LED470"]
     assert cell.excitation_nm.tolist() == [553.0, 493.0]
     assert cell.emission_nm.tolist() == [568.0, 517.0]
@@ -118,13 +128,16 @@ def test_tables(real_run: Path) -> None:
 @pytest.mark.parametrize(
     ("dataset", "flag"),
     [
-        ("AS_09125_050116030001_D03f00d0", "physical_size_implausible"),  # 72 dpi: 352.8 µm
-        ("1-162hrh2ax2", "physical_size_implausible"),  # 1e6 µm
-        ("test", "physical_size_implausible"),  # LSM with a 1e-13 µm Z step
-        ("toxo", "exposure_implausible"),  # 1.2e-38 s
-        ("newCZI_compressed", "physical_size_missing"),
-        ("5channel", "channel_names_missing"),
-        ("cermet", "acquisition_date_missing"),
+        (
+            "hcs-tiff_AS_09125_050116030001_D03f00d0",
+            "physical_size_implausible",
+        ),  # 72 dpi: 352.8 µm
+        ("tiff_1-162hrh2ax2", "physical_size_implausible"),  # 1e6 µm
+        ("lsm_test", "physical_size_implausible"),  # LSM with a 1e-13 µm Z step
+        ("dv_toxo", "exposure_implausible"),  # 1.2e-38 s
+        ("czi_newCZI_compressed", "physical_size_missing"),
+        ("tiff_5channel", "channel_names_missing"),
+        ("ics_cermet", "acquisition_date_missing"),
     ],
 )
 def test_sanity_flags(real_run: Path, dataset: str, flag: str) -> None:
@@ -132,19 +145,19 @@ def test_sanity_flags(real_run: Path, dataset: str, flag: str) -> None:
 
 
 def test_clean_series_has_no_size_flags(real_run: Path) -> None:
-    flags = _record(real_run, "CellDivision_T3_Z5_CH2_X240_Y170")["series"][0]["flags"]
+    flags = _record(real_run, "czi_CellDivision_T3_Z5_CH2_X240_Y170")["series"][0]["flags"]
     assert flags == []
 
 
 def test_inferred_time_increment(real_run: Path) -> None:
     """No TimeIncrement in the CZI: the step is inferred from plane DeltaT stamps."""
-    series = _record(real_run, "CellDivision_T3_Z5_CH2_X240_Y170")["series"][0]
+    series = _record(real_run, "czi_CellDivision_T3_Z5_CH2_X240_Y170")["series"][0]
     assert series["time_increment_s"]["origin"] == "inferred"
     assert series["time_increment_s"]["value"] == pytest.approx(60.0455, rel=1e-5)
 
 
 def test_omero_matches_record(real_run: Path) -> None:
-    name = "CellDivision_T3_Z5_CH2_X240_Y170"
+    name = "czi_CellDivision_T3_Z5_CH2_X240_Y170"
     record = _record(real_run, name)
     root = zarr.open_group(real_run / name / f"{name}.ome.zarr", mode="r")
     series = dict(root["OME"].attrs)["ome"]["series"]
@@ -159,7 +172,7 @@ def test_omero_matches_record(real_run: Path) -> None:
         assert ch["window"]["end"] == float(level0[:, c].max())
         assert (ch["window"]["min"], ch["window"]["max"]) == (0.0, 65535.0)
     # Colour pixels (RGB) display as red, green and blue, whichever reader read them.
-    for name in ("Fluorescence_RGB_tif", "small", "NikonTIF"):
+    for name in ("tiff_Fluorescence_RGB", "svs_small", "nikon-tiff_NikonTIF"):
         rgb = zarr.open_group(real_run / name / f"{name}.ome.zarr", mode="r")
         assert [c["color"] for c in dict(rgb.attrs)["ome"]["omero"]["channels"]] == [
             "FF0000",
@@ -173,7 +186,9 @@ STUDY = REPO / "config" / "study.yaml"
 
 def test_completeness_and_study(real_run: Path) -> None:
     xml = (
-        real_run / "CellDivision_T3_Z5_CH2_X240_Y170" / "CellDivision_T3_Z5_CH2_X240_Y170.ome.xml"
+        real_run
+        / "czi_CellDivision_T3_Z5_CH2_X240_Y170"
+        / "czi_CellDivision_T3_Z5_CH2_X240_Y170.ome.xml"
     ).read_text(encoding="utf-8")
     bare = build_record(xml, dataset="x")["completeness"]
     assert bare["structurally_valid"] is True
@@ -228,11 +243,11 @@ def test_study_validation(tmp_path: Path, text: str, message: str) -> None:
 
 def test_verb_accepts_xml_zarr_and_source(real_run: Path, real_dir: Path) -> None:
     """`bioingest metadata` gives the same series from OME-XML, OME-Zarr and the source."""
-    name = "S3_1Pos_2Mosaic_T2Z3_CH2_sm"
+    name = "czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm"
     inputs = [
         real_run / name / f"{name}.ome.xml",
         real_run / name / f"{name}.ome.zarr",
-        real_dir / "czi" / f"{name}.czi",
+        real_dir / "czi" / "S3_1Pos_2Mosaic_T2Z3_CH2_sm.czi",
     ]
     results = []
     for source in inputs:

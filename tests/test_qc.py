@@ -427,22 +427,22 @@ def test_histogram_bins_are_bounded() -> None:
 def test_real_examples_of_the_issue(real_run: Path) -> None:
     """The two examples QC used to flag wrongly: a single cell on a zero background, and
     the zero padding of a stitched mosaic (its third series)."""
-    cell = _channel(real_run, "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD")
+    cell = _channel(real_run, "czi_CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD")
     assert cell["zero_fraction"] > 0.5
     assert cell["checks"]["zero_clipping"] == "pass"
     assert cell["reasons"]["zero_clipping"].startswith("background-subtracted floor: ")
     assert cell["checks"]["uniformity"] == "n/a"
     assert cell["reasons"]["uniformity"].startswith("foreground covers ")
-    mosaic = _qc(real_run, "S3_1Pos_2Mosaic_T2Z3_CH2_sm")["series"][2]
+    mosaic = _qc(real_run, "czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm")["series"][2]
     for ch in mosaic["channels"]:
         assert ch["checks"]["zero_clipping"] == "n/a"
         assert ch["reasons"]["zero_clipping"].startswith("zeros are padding: ")
         assert ch["checks"]["uniformity"] == "n/a"
-    page = (real_run / "S3_1Pos_2Mosaic_T2Z3_CH2_sm" / "qc.html").read_text(encoding="utf-8")
-    store = "S3_1Pos_2Mosaic_T2Z3_CH2_sm/S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr"
+    page = (real_run / "czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm" / "qc.html").read_text(encoding="utf-8")
+    store = "czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm/czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr"
     for i in range(3):
         assert f"napari --plugin napari-ome-zarr {store}/{i}</code>" in page
-        assert f'<a href="S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr/{i}/">' in page
+        assert f'<a href="czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr/{i}/">' in page
 
 
 @pytest.mark.slow

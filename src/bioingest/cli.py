@@ -335,10 +335,16 @@ def _cmd_tables(args: argparse.Namespace) -> None:
 
     qc = [p for p in args.records if p.name == "qc.json"]
     records = [p for p in args.records if p.name != "qc.json"]
-    if records:
-        write_metadata_tables(records, args.out_dir)
-    if qc:
+    # A run with no converted dataset still gets its tables, with headers only.
+    if args.table == "qc":
         write_qc_table(qc, args.out_dir)
+    elif args.table == "metadata":
+        write_metadata_tables(records, args.out_dir)
+    else:
+        if records:
+            write_metadata_tables(records, args.out_dir)
+        if qc:
+            write_qc_table(qc, args.out_dir)
 
 
 def _cmd_qc(args: argparse.Namespace) -> int:
@@ -700,7 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Collect metadata.json records into images.tsv and channels.tsv "
         "(one row per series / per channel) plus Parquet copies.",
     )
-    p.add_argument("records", type=Path, nargs="+", help="metadata.json files")
+    p.add_argument("records", type=Path, nargs="*", help="metadata.json or qc.json files")
+    p.add_argument(
+        "--table",
+        choices=["metadata", "qc"],
+        help="write this table even from no record (default: what the records are)",
+    )
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the tables")
     p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_tables)

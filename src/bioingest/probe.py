@@ -7,6 +7,7 @@ reads headers only (``setId``), never pixels, so a probe costs what opening cost
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ class Probe:
         )
 
 
+def _absolute(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
 def _reader_name(reader: Any) -> str:
     return str(reader.getClass().getSimpleName())
 
@@ -104,7 +109,8 @@ def probe(path: Path) -> Probe:
         image_reader.setId(text)
         fmt = str(image_reader.getFormat())
         main = str(image_reader.getCurrentFile())
-        used = tuple(sorted({str(Path(str(f)).resolve()) for f in image_reader.getUsedFiles()}))
+        # Absolute but not resolved: a symbolic link stays where the user put it.
+        used = tuple(sorted({_absolute(str(f)) for f in image_reader.getUsedFiles()}))
         format_tools = jimport("loci.formats.FormatTools")
         sizes = []
         for s in range(int(image_reader.getSeriesCount())):
@@ -128,7 +134,7 @@ def probe(path: Path) -> Probe:
         path=text,
         reader=name,
         format=fmt,
-        main=str(Path(main).resolve()),
+        main=_absolute(main),
         used=used,
         series_bytes=tuple(sizes),
     )

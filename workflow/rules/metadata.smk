@@ -41,4 +41,5 @@ rule metadata_tables:
     message:
         "summary tables: one row per series (images) and per channel (channels)"
     shell:
-        "bioingest tables {input:q} --out-dir {params.out_dir:q} --log {log:q}"
+        "bioingest tables {input:q} --table metadata --out-dir {params.out_dir:q} "
+        "--log {log:q}"

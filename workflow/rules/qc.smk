@@ -51,4 +51,4 @@ rule qc_table:
     message:
         "summary table: QC per series and channel"
     shell:
-        "bioingest tables {input:q} --out-dir {params.out_dir:q} --log {log:q}"
+        "bioingest tables {input:q} --table qc --out-dir {params.out_dir:q} --log {log:q}"
