@@ -91,6 +91,7 @@ test: setup test-deps viewers lint ## lint, then the whole test suite
 bench: setup ## speed and memory against baselines (benchmarks/)
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_many_files.py --files 40
+	$(BIN)/python benchmarks/bench_inventory.py --files 10000
 
 clean: ## remove results and Snakemake state
 	rm -rf results .snakemake

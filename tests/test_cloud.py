@@ -97,7 +97,7 @@ def test_cloud_profile_reads_and_writes_s3(
     )
 
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls("lab/run/results") if fs.isdir(p))
-    assert [n for n in names if n not in ("logs", "summary")] == NAMES
+    assert [n for n in names if n not in ("logs", "summary", "_workflow")] == NAMES
     remote = json.loads(fs.cat("lab/run/results/inventory.json"))
     assert [len(d["files"]) for d in remote["datasets"]] == [1, 2, 1]
     # Nothing stays behind in the bucket from the temporary intermediate stores.

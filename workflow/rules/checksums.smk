@@ -40,7 +40,7 @@ rule manifest:
     threads: 2
     params:
         out_dir=output_folder,
-        root=INPUT_ROOT,
+        root=sources_root,
     message:
         "manifest: re-check the sources, then SHA-256 of every output file"
     shell:
@@ -66,7 +66,7 @@ rule provenance:
         "../../envs/bioingest.yaml"
     params:
         out_dir=output_folder,
-        root=INPUT_ROOT,
+        root=sources_root,
         study=study_option,
         config_json=config_json,
     message:

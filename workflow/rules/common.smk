@@ -307,6 +307,18 @@ def all_sources(wildcards):
     return [_source(d, f) for d in inventory().ok for f in sorted(d.files)]
 
 
+def sources_root(wildcards, input):
+    """Folder the sources (input.sources, in all_sources order) are named relative to:
+    for remote sources, the folder of their local copies in Snakemake's storage."""
+    inv = inventory()
+    if not inv.scheme or not input.sources:
+        return str(INPUT_ROOT)
+    first = sorted(inv.ok[0].files)[0]
+    return str(
+        Path(input.sources[0]).parents[len(first.relative_to(INPUT_ROOT).parts) - 1]
+    )
+
+
 def dataset_names(wildcards):
     """Every dataset's name, quoted for the shell."""
     return " ".join(shlex.quote(name) for name in _ok_names())
