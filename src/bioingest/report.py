@@ -104,15 +104,9 @@ def _first_reason(qc: dict[str, Any], flag: str) -> str:
 
 
 def _checks_with(qc: dict[str, Any], flag: str) -> list[str]:
-    return sorted(
-        {
-            name
-            for s in qc["series"]
-            for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
-            for name, value in checks.items()
-            if value == flag
-        }
-    )
+    from bioingest.qc import failing_checks
+
+    return failing_checks(qc, flag)
 
 
 def _sizes(record: dict[str, Any]) -> str:
