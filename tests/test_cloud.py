@@ -122,10 +122,10 @@ def test_cloud_profile_reads_and_writes_s3(
 
     # The OME-Zarr opens straight from S3 with zarr-python's fsspec store.
     remote = zarr.open_group(
-        "s3://lab/run/results/testim/testim.ome.zarr",
+        "s3://lab/run/results/ics_testim/ics_testim.ome.zarr",
         mode="r",
         storage_options={**KEYS, "client_kwargs": {"endpoint_url": s3_endpoint}},
     )
     assert remote.attrs["ome"]["version"] == "0.5"
-    here = zarr.open_group(local_out / "testim" / "testim.ome.zarr", mode="r")
+    here = zarr.open_group(local_out / "ics_testim" / "ics_testim.ome.zarr", mode="r")
     np.testing.assert_array_equal(remote["0"][:], here["0"][:])
