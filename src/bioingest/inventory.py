@@ -349,13 +349,16 @@ def assign_names(mains: Iterable[str], *, kept: Mapping[str, str] | None = None)
     counts: dict[str, int] = {}
     for n in [*wanted.values(), *(names[r] for r in names)]:
         counts[n.lower()] = counts.get(n.lower(), 0) + 1
+    clashing = [rel for rel in todo if counts[wanted[rel].lower()] > 1]
+    with_ext: dict[str, int] = {}
+    for rel in clashing:
+        with_ext[_ext_name(rel).lower()] = with_ext.get(_ext_name(rel).lower(), 0) + 1
     for rel in todo:
         name = wanted[rel]
         if counts[name.lower()] > 1 or name.lower() in taken:
-            ext = suffix(rel).lstrip(".").replace(".", "_")
-            name = safe_name(f"{name}_{ext}") if ext else name
-        if name.lower() in taken or sum(1 for r in todo if _ext_name(r) == name) > 1:
-            name = safe_name(f"{name}_{hashlib.sha256(rel.encode()).hexdigest()[:8]}")
+            name = _ext_name(rel)
+            if name.lower() in taken or with_ext.get(name.lower(), 0) > 1:
+                name = safe_name(f"{name}_{hashlib.sha256(rel.encode()).hexdigest()[:8]}")
         names[rel] = name
         taken.add(name.lower())
     return names
