@@ -85,7 +85,15 @@ $(VIEWERS)/.installed: Makefile
 
 viewers: test-deps $(VIEWERS)/.installed ## vizarr and puppeteer-core for the viewer tests (.cache/viewers)
 
-test: setup test-deps viewers lint ## lint, then the whole test suite
+# The RO-Crate 1.1 JSON-LD context the validator resolves, taken from the ro-crate-py
+# 0.13.0 wheel on PyPI (newer wheels ship 1.3): the crate test runs offline.
+RO_CRATE_CONTEXT := .cache/ro-crate-1.1-context.jsonld
+$(RO_CRATE_CONTEXT): | $(STAMP)
+	mkdir -p .cache/rocrate-wheel
+	$(BIN)/python -m pip download --quiet --no-deps rocrate==0.13.0 -d .cache/rocrate-wheel
+	$(BIN)/python -c "import glob, zipfile; w = glob.glob('.cache/rocrate-wheel/rocrate-0.13.0-*.whl')[0]; open('$@', 'wb').write(zipfile.ZipFile(w).read('rocrate/data/ro-crate.jsonld'))"
+
+test: setup test-deps viewers $(RO_CRATE_CONTEXT) lint ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup ## speed and memory against baselines (benchmarks/)

@@ -400,9 +400,10 @@ def test_bad_manifest_line(tmp_path: Path) -> None:
         read_manifest(tmp_path / "manifest-sha256.txt")
 
 
-# The RO-Crate 1.1 JSON-LD context, as shipped in ro-crate-py 0.13.0 (rocrate/data/,
-# Apache-2.0): the validator resolves the crate's context and the tests run offline.
-CONTEXT_1_1 = REPO / "tests" / "data" / "ro-crate-1.1-context.jsonld"
+# The RO-Crate 1.1 JSON-LD context, extracted by `make test` from the ro-crate-py 0.13.0
+# wheel (rocrate/data/): the validator resolves the crate's context and the tests run
+# offline.
+CONTEXT_1_1 = REPO / ".cache" / "ro-crate-1.1-context.jsonld"
 
 
 def validate_offline(crate_dir: Path) -> list[str]:
@@ -411,6 +412,7 @@ def validate_offline(crate_dir: Path) -> list[str]:
     from rocrate_validator import models, services
     from rocrate_validator.utils import http
 
+    assert CONTEXT_1_1.is_file(), f"{CONTEXT_1_1} missing: make test extracts it"
     context = json.loads(CONTEXT_1_1.read_text(encoding="utf-8"))
 
     class Response:
