@@ -455,12 +455,17 @@ def _cmd_inventory(args: argparse.Namespace) -> None:
     )
 
 
+def _jar_identity(jar: Path) -> str:
+    return f"{jar.name} {jar.stat().st_size}"
+
+
 def _prober(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """How the inventory opens files: ``(open, close, cache key of the reader)``."""
     from bioingest.java import find_jar
 
     jar, maven = args.jar or None, args.maven or None
-    key = f"{__version__} {maven or find_jar(jar).name} {maven or find_jar(jar).stat().st_size}"
+    # A cache made with another Bio-Formats build is not reused.
+    key = f"{__version__} {maven}" if maven else f"{__version__} {_jar_identity(find_jar(jar))}"
     if args.jvm_server:
         from bioingest.readers.remote import RemoteProber
 

@@ -280,7 +280,6 @@ class Inventory:
         for d in self.datasets:
             for f in d.files:
                 rel = self.rel(f)
-                size, digest = self.files.get(rel, (0, ""))
                 role = "main" if f == d.main else "member"
                 status = "failed" if d.failure else "dataset"
                 rows.append((rel, status, d.name, role, d.failure))

@@ -81,12 +81,6 @@ def read_failures(path: Path) -> list[Failure]:
         return [Failure(**row) for row in rows]
 
 
-def completed_datasets(failed_tsv: Path, names: Iterable[str]) -> list[str]:
-    """``names`` without the datasets ``failed_tsv`` lists, sorted."""
-    failed = {f.dataset for f in read_failures(failed_tsv)}
-    return sorted(n for n in names if n not in failed)
-
-
 def recorded_failure(source_json: Path | None) -> dict[str, str] | None:
     """The failure ``convert`` recorded in ``{dataset}.source.json``, if any."""
     if source_json is None or not source_json.is_file():
@@ -109,8 +103,3 @@ def write_failed_store(store: Path, failure: dict[str, str]) -> None:
             "This folder holds no image; see failed.tsv in the output folder.\n",
             encoding="utf-8",
         )
-
-
-def is_failure_record(path: Path) -> bool:
-    """True for a ``metadata.json`` or ``qc.json`` of a dataset that failed."""
-    return "failure" in json.loads(path.read_text(encoding="utf-8"))
