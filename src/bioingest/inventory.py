@@ -319,7 +319,10 @@ def base_name(rel: str) -> str:
     if len(name) > MAX_NAME:
         # Deep folders: keep the file's end of the path, and a hash of all of it.
         digest = hashlib.sha256(rel.encode()).hexdigest()[:8]
-        name = safe_name(name[-(MAX_NAME - 9) :] + "_" + digest)
+        tail = name[-(MAX_NAME - 9) :]
+        # Start at a word: after the first "_" of the kept end, when there is one.
+        tail = tail.split("_", 1)[1] if "_" in tail[:-1] else tail
+        name = safe_name(tail + "_" + digest)
     return name
 
 
