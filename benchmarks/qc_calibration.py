@@ -146,7 +146,7 @@ def extra_datasets(extra: Path, staging: Path) -> list[Dataset]:
 def run_corpus(
     label: str, datasets: list[Dataset], out: Path, thresholds: Thresholds
 ) -> list[dict[str, Any]]:
-    """Ingest and QC every dataset; one entry per dataset for the table."""
+    """Ingest and QC every dataset; one entry per dataset for the table, in name order."""
     rows: list[dict[str, Any]] = []
     failed = []
     for d in datasets:
@@ -258,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         if not stage.exists():
             stage_real(SHARED / "real", stage)
         # Named as the workflow names them over real/ (folder_stem).
-        real = [
-            dataclasses.replace(d, name=base_name(d.main.parent.name.replace("--", "/")))
-            for d in discover(stage)
-        ]
+        real = sorted(
+            (
+                dataclasses.replace(d, name=base_name(d.main.parent.name.replace("--", "/")))
+                for d in discover(stage)
+            ),
+            key=lambda d: d.name,
+        )
         rows = run_corpus("real", real, work / "out-real", thresholds)
         stage = work / "stage-extra"
         if not stage.exists():
