@@ -1,3 +1,9 @@
 """bioingest: microscopy acquisitions to FAIR OME-Zarr."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # Written once, in pyproject.toml; read from the installed distribution.
+    __version__ = version("bioingest")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -252,9 +252,12 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
             records = [r for r in records if r.parent.name not in failed]
         atomic.write_text(args.out, provenance.bia_file_list(records, study=study))
         return
+    if args.workflow_dir is None:
+        raise IngestError(args.out_dir, "provenance crate needs --workflow-dir")
     config = json.loads(args.config_json) if args.config_json else {}
     provenance.write_run_crate(
         args.out_dir,
+        workflow_dir=args.workflow_dir,
         sources=args.sources,
         config=config,
         study=study,
@@ -903,6 +906,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sheet's folder, from --config-json)",
     )
     p.add_argument("--config-json", default="", help="the workflow configuration as JSON")
+    p.add_argument(
+        "--workflow-dir",
+        type=Path,
+        help="folder of the Snakefile that ran, copied into the crate (crate; required)",
+    )
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")
     p.add_argument("--out", type=Path, help="file to write (bia-list)")

@@ -43,11 +43,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
-import yaml
 
 from bioingest import atomic
 from bioingest.errors import IngestError
 from bioingest.probe import Probe
+from bioingest.schemas import load_schema
 
 log = logging.getLogger("bioingest")
 
@@ -135,7 +135,6 @@ SUFFIXES = (
 #: TIFF-family endings: pixel files that a metadata file beside them may take over.
 _PIXEL_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 #: Names of the output folder's own first-level folders.
 RESERVED = frozenset({"logs", "summary", "intermediate"})
 #: Longest dataset name made from a path (a folder name, and part of file names).
@@ -867,19 +866,13 @@ def _try_hash(path: Path) -> str:
 # -- sample sheets -------------------------------------------------------------------
 
 
-def _schema(name: str) -> dict[str, Any]:
-    loaded = yaml.safe_load((SCHEMA_DIR / name).read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict)
-    return loaded
-
-
 def read_sheet(sheet: Path) -> list[tuple[str, Path, str]]:
     """``(name, main file, pyramid_method)`` per row of a tab-separated sample sheet
     (columns ``dataset``, ``path``; optional ``pyramid_method``). Relative paths are
     relative to the sheet's folder."""
     if not sheet.is_file():
         raise IngestError(sheet, "sample sheet not found")
-    schema = _schema("samples.schema.yaml")
+    schema = load_schema("samples.schema.yaml")
     with open(sheet, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     if not rows:

@@ -519,18 +519,18 @@ def channel_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def load_study(path: Path) -> dict[str, Any]:
-    """Read and validate a study YAML file against ``workflow/schemas/study.schema.yaml``."""
+    """Read and validate a study YAML file against the package's ``study.schema.yaml``."""
     import jsonschema
     import yaml
 
     from bioingest.errors import IngestError
-    from bioingest.inventory import SCHEMA_DIR
+    from bioingest.schemas import load_schema
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise IngestError(path, f"cannot read study metadata ({exc})") from None
-    schema = yaml.safe_load((SCHEMA_DIR / "study.schema.yaml").read_text(encoding="utf-8"))
+    schema = load_schema("study.schema.yaml")
     try:
         jsonschema.validate(data, schema)
     except jsonschema.ValidationError as exc:

@@ -16,24 +16,14 @@ from typing import Any
 from bioingest import __version__, atomic
 from bioingest.checksum import MANIFEST, WORKFLOW_COPY, read_manifest
 
-WORKFLOW_DIR = Path(__file__).resolve().parents[2]
 PROFILES = [
     "https://w3id.org/ro/wfrun/process/0.5",
     "https://w3id.org/ro/wfrun/workflow/0.5",
     "https://w3id.org/workflowhub/workflow-ro-crate/1.0",
 ]
-#: Python distributions whose versions the run crate records.
-SOFTWARE = (
-    "snakemake",
-    "zarr",
-    "numcodecs",
-    "tifffile",
-    "imagecodecs",
-    "numpy",
-    "scyjava",
-    "JPype1",
-    "rocrate",
-)
+#: Optional dependencies (pyproject extras) whose versions the run crate records when they
+#: are installed: the cluster executor and the cloud storage the run may have used.
+EXTRAS = ("cluster", "cloud")
 
 
 def _version(dist: str) -> str:
@@ -43,11 +33,34 @@ def _version(dist: str) -> str:
         return ""
 
 
-def git_commit() -> str:
-    """The workflow's git commit, or empty when not in a checkout."""
+def dependencies() -> list[str]:
+    """bioingest's direct dependencies that are installed (the extras in :data:`EXTRAS`
+    included), by their distributions' own names, sorted case-insensitively."""
+    from packaging.requirements import Requirement
+
+    try:
+        requires = importlib.metadata.requires("bioingest") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    names: set[str] = set()
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is not None and not any(
+            req.marker.evaluate({"extra": extra}) for extra in EXTRAS
+        ):
+            continue
+        try:
+            names.add(importlib.metadata.distribution(req.name).metadata["Name"])
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an extra that is not installed
+    return sorted(names, key=str.lower)
+
+
+def git_commit(workflow_dir: Path) -> str:
+    """The git commit of the checkout holding the workflow, or empty when not in one."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(WORKFLOW_DIR), "rev-parse", "HEAD"],
+            ["git", "-C", str(workflow_dir), "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
@@ -158,24 +171,30 @@ WORKFLOW_FILES = ("Snakefile", "workflow", "config/config.yaml")
 PATH_KEYS = ("input_dir", "samples", "output_dir", "study", "bioformats_jar")
 
 
-def _workflow_files() -> list[Path]:
-    """Every file of the workflow definition, relative to its checkout, sorted."""
+def _workflow_files(workflow_dir: Path) -> list[Path]:
+    """Every file of the workflow definition, relative to ``workflow_dir``, sorted."""
     files: list[Path] = []
     for name in WORKFLOW_FILES:
-        path = WORKFLOW_DIR / name
+        path = workflow_dir / name
         found = sorted(path.rglob("*")) if path.is_dir() else [path]
-        files += [f.relative_to(WORKFLOW_DIR) for f in found if f.is_file()]
+        files += [f.relative_to(workflow_dir) for f in found if f.is_file()]
     return [f for f in files if "__pycache__" not in f.parts]
 
 
-def copy_workflow(out_dir: Path) -> list[Path]:
+def copy_workflow(out_dir: Path, workflow_dir: Path) -> list[Path]:
     """Copy the workflow definition into ``OUT/_workflow``; return the copied files
-    relative to ``out_dir``."""
-    files = _workflow_files()
+    relative to ``out_dir``.
+
+    ``workflow_dir`` is the folder of the Snakefile that ran (the rule passes Snakemake's
+    ``workflow.basedir``): the package may be installed anywhere, apart from it.
+    """
+    if not (workflow_dir / "Snakefile").is_file():
+        raise FileNotFoundError(workflow_dir / "Snakefile")
+    files = _workflow_files(workflow_dir)
     with atomic.atomic_dir(out_dir / WORKFLOW_COPY) as tmp:
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(WORKFLOW_DIR / rel, tmp / rel)
+            shutil.copyfile(workflow_dir / rel, tmp / rel)
     return [Path(WORKFLOW_COPY) / rel for rel in files]
 
 
@@ -210,6 +229,7 @@ def run_crate(
     study: dict[str, Any] | None,
     started: str = "",
     sources_root: Path | None = None,
+    workflow_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The Workflow Run Crate (RO-Crate 1.1, as JSON-LD) describing one run.
 
@@ -232,6 +252,8 @@ def run_crate(
         ISO time the run started, if known.
     sources_root
         Folder sources are named relative to; default: the input folder in ``config``.
+    workflow_dir
+        Folder of the Snakefile that ran, for its git commit (none recorded without it).
     """
     from rocrate.model.contextentity import ContextEntity
     from rocrate.rocrate import ROCrate
@@ -257,7 +279,7 @@ def run_crate(
     crate.license = (study or {}).get("licence") or (
         "not stated: set 'licence' in the study metadata (config key 'study')"
     )
-    commit = git_commit()
+    commit = git_commit(workflow_dir) if workflow_dir is not None else ""
     language = crate.add(
         ContextEntity(
             crate,
@@ -304,7 +326,8 @@ def run_crate(
         ("Java", java_version()),
         ("Python", platform.python_version()),
     ]
-    software += [(d, _version(d)) for d in SOFTWARE]
+    # Every direct dependency as installed (pyproject gives ranges; this is what ran).
+    software += [(d, _version(d)) for d in dependencies()]
     tools = []
     for name, version in software:
         tools.append(
@@ -398,12 +421,13 @@ def run_crate(
     return metadata
 
 
-def write_run_crate(out_dir: Path, **kwargs: Any) -> Path:
-    """Copy the workflow into the output folder, then write ``ro-crate-metadata.json`` at
-    its top."""
-    copy_workflow(out_dir)
+def write_run_crate(out_dir: Path, *, workflow_dir: Path, **kwargs: Any) -> Path:
+    """Copy the workflow in ``workflow_dir`` into the output folder, then write
+    ``ro-crate-metadata.json`` at its top."""
+    copy_workflow(out_dir, workflow_dir)
     target = out_dir / "ro-crate-metadata.json"
-    text = json.dumps(run_crate(out_dir, **kwargs), indent=2, ensure_ascii=False)
+    crate = run_crate(out_dir, workflow_dir=workflow_dir, **kwargs)
+    text = json.dumps(crate, indent=2, ensure_ascii=False)
     atomic.write_text(target, text + "\n")
     return target
 

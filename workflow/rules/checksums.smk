@@ -69,9 +69,11 @@ rule provenance:
         root=sources_root,
         study=study_option,
         config_json=config_json,
+        # The checkout that ran (copied into the crate), wherever the package lives.
+        workflow_dir=workflow.basedir,
     message:
         "provenance: Workflow Run RO-Crate of this run"
     shell:
         "bioingest provenance crate {params.out_dir:q} --sources {input.sources:q} "
         "--sources-root {params.root:q} {params.study} --config-json {params.config_json:q} "
-        "--log {log:q}"
+        "--workflow-dir {params.workflow_dir:q} --log {log:q}"

@@ -18,9 +18,10 @@ from bioingest.resources import (
     image_estimate,
     pixel_bytes,
 )
+from bioingest.schemas import schema_path
 from bioingest.targets import from_config as store_settings
 
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema=str(schema_path("config.schema.yaml")))
 
 
 # The verbs must come from the same installation that parsed this workflow; PATH is
