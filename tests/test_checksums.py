@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import platform
 import random
 import shutil
 import subprocess
@@ -488,6 +489,13 @@ def test_run_crate_loads_validates_and_is_portable(runs: tuple[Path, Path], inpu
         assert versions[dist] == importlib.metadata.version(dist)
     assert versions["bioingest"] == importlib.metadata.version("bioingest")
     assert versions["Bio-Formats"] == "7.3.1"
+    assert versions["Python"] == platform.python_version()
+    # Every installed direct dependency of bioingest, at the version that ran.
+    from bioingest.provenance import dependencies
+
+    assert {"numpy", "pandas", "ome-zarr", "jsonschema", "PyYAML"} <= set(dependencies())
+    for dist in dependencies():
+        assert versions[dist] == importlib.metadata.version(dist), dist
     config = json.loads(graph["#config"]["value"])
     assert config["input_dir"] == inputs.name
     assert config["output_dir"] == out.name
