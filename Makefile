@@ -43,8 +43,8 @@ demo: setup ## generate a small instrument-like folder (DEMO_IN), then ingest it
 	@echo "Results: $(DEMO_OUT)/ (start with $(DEMO_OUT)/report.html)"; ls $(DEMO_OUT)
 
 demo-real: setup ## ingest the real instrument files of ../shared/data/real into DEMO_REAL_OUT
-	@test -d $(SHARED) || { echo "make demo-real: the real sample files are missing: \
-	  $(SHARED) (clone bioingest next to shared/; 'make demo' needs nothing beside it)" >&2; exit 1; }
+	@test -d $(SHARED) || { echo "make demo-real: no real sample files at $(SHARED)" \
+	  "(clone bioingest next to shared/; 'make demo' needs nothing beside it)" >&2; exit 1; }
 	$(BIN)/snakemake --cores 2 --keep-going --config input_dir=$(SHARED) output_dir=$(DEMO_REAL_OUT)
 	@echo "Results: $(DEMO_REAL_OUT)/"; ls $(DEMO_REAL_OUT)
 
