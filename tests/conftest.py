@@ -19,6 +19,39 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
 BIN = Path(sys.executable).parent
 
+# -- test tiers ------------------------------------------------------------------------
+# `make test-fast` runs the tests without any of these markers (pyproject.toml). A test
+# without `java` cannot start a JVM: every JVM (in this process through JPype, in a
+# `bioingest` or `java` subprocess, the Bio-Formats server) reads JAVA_TOOL_OPTIONS and
+# refuses the option below, naming it. A test without `workflow` cannot run Snakemake
+# through :func:`workflow_command`.
+NO_JAVA = "-XX:+TestWithoutJavaMarkerStartedAJVM"
+_running: list[pytest.Item] = []
+_saved_tool_options = pytest.StashKey[str | None]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    _running[:] = [item]
+    if item.get_closest_marker("java") is None:
+        item.stash[_saved_tool_options] = os.environ.get("JAVA_TOOL_OPTIONS")
+        os.environ["JAVA_TOOL_OPTIONS"] = NO_JAVA
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        if _saved_tool_options in item.stash:
+            saved = item.stash[_saved_tool_options]
+            if saved is None:
+                os.environ.pop("JAVA_TOOL_OPTIONS", None)
+            else:
+                os.environ["JAVA_TOOL_OPTIONS"] = saved
+        _running.clear()
+
 
 def manifest_rows() -> list[dict[str, str]]:
     """Rows of ``../shared/data/real/MANIFEST.tsv`` (empty when the folder is missing;
@@ -47,6 +80,8 @@ def workflow_command(
     workdir: Path, config: Mapping[str, Any], *, extra: Sequence[str] = ()
 ) -> tuple[list[str], dict[str, str]]:
     """The ``snakemake`` command line and environment :func:`run_workflow` uses."""
+    if _running and _running[0].get_closest_marker("workflow") is None:
+        raise AssertionError(f"{_running[0].nodeid} runs Snakemake: mark it @pytest.mark.workflow")
     cmd = [
         str(BIN / "snakemake"),
         "--snakefile",

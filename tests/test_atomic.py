@@ -17,6 +17,8 @@ import zarr
 from bioingest.checksum import image_paths, verify
 from conftest import BIN, REPO, run_workflow
 
+pytestmark = [pytest.mark.java, pytest.mark.slow]
+
 SLOW = "slow&sizeX=16000&sizeY=16000&pixelType=uint16.fake"
 
 
@@ -95,6 +97,7 @@ def job_pids(session: int, verb: str, needle: str) -> list[int]:
     return pids
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("kill", ["workflow-SIGKILL", "workflow-SIGINT", "job-SIGKILL"])
 def test_killed_workflow_resumes(tmp_path: Path, kill: str) -> None:
     """Kill Snakemake itself (hard or Ctrl-C), or kill -9 one running job: the rerun

@@ -130,6 +130,8 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> tuple[P
     return inputs, out, proc.stdout + proc.stderr
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_good_datasets_complete(bad_run: tuple[Path, Path, str]) -> None:
     inputs, out, _ = bad_run
     for name in ("good", "fake_sizeX_64_sizeY_48_sizeZ_2_pixelType_uint8", "badtag"):
@@ -144,6 +146,8 @@ def test_good_datasets_complete(bad_run: tuple[Path, Path, str]) -> None:
     np.testing.assert_array_equal(tagged.squeeze(), tifffile.imread(inputs / "badtag.tif"))
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_sources_untouched_by_a_failed_run(bad_run: tuple[Path, Path, str]) -> None:
     """sha256 and mtime of every input, good and bad, are those from before the run."""
     inputs, _, _ = bad_run
@@ -151,6 +155,8 @@ def test_sources_untouched_by_a_failed_run(bad_run: tuple[Path, Path, str]) -> N
     assert fingerprint(inputs) == {k: tuple(v) for k, v in before.items()}
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_tifffile_complaints_are_warnings_naming_the_file(
     bad_run: tuple[Path, Path, str],
 ) -> None:
@@ -165,6 +171,8 @@ def test_tifffile_complaints_are_warnings_naming_the_file(
     assert not [line for line in log.splitlines() if line.startswith("ERROR")]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_console_has_no_traceback(bad_run: tuple[Path, Path, str]) -> None:
     """Under the default profile (failed logs shown) the console has one line per bad
     file and no Python or Java stack trace."""
@@ -176,6 +184,8 @@ def test_console_has_no_traceback(bad_run: tuple[Path, Path, str]) -> None:
         assert console.count(f"FAILED {inputs / name}: {reason(name, Path(name))}") == 1
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_run_level_outputs_cover_the_good_datasets(bad_run: tuple[Path, Path, str]) -> None:
     _, out, console = bad_run
     for deliverable in (
@@ -196,6 +206,8 @@ def test_run_level_outputs_cover_the_good_datasets(bad_run: tuple[Path, Path, st
     assert "Traceback" not in console
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_dataset_fails_with_one_line(bad_run: tuple[Path, Path, str], name: str) -> None:
     inputs, out, console = bad_run
@@ -214,6 +226,7 @@ def test_bad_dataset_fails_with_one_line(bad_run: tuple[Path, Path, str], name: 
     assert f"FAILED {inputs / name}: {reason(name, Path(name))}" in console
 
 
+@pytest.mark.java
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_cli_error_is_one_line(tmp_path: Path, real_dir: Path, name: str) -> None:
     make_bad(tmp_path / "in", real_dir)
@@ -316,6 +329,7 @@ def test_structure_checks_accept_every_real_file(real_dir: Path) -> None:
             check_structure(path)
 
 
+@pytest.mark.java
 def test_out_of_disk_is_one_line(tmp_path: Path) -> None:
     """A full disk names the file being written (a 64 KiB tmpfs stands in for a full disk)."""
     mount = tmp_path / "small"

@@ -59,6 +59,8 @@ def runs(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     return outs[0], outs[1]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_source_fixity_matches_published_checksums(runs: tuple[Path, Path]) -> None:
     published = {Path(r["file"]).name: r["sha256"] for r in manifest_rows()}
     fixity = read_manifest(runs[0] / "chromo3d" / "source-sha256.txt")
@@ -68,6 +70,8 @@ def test_source_fixity_matches_published_checksums(runs: tuple[Path, Path]) -> N
     }
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_reruns_are_byte_identical(runs: tuple[Path, Path]) -> None:
     a, b = runs
     manifest_a = (a / "manifest-sha256.txt").read_bytes()
@@ -96,6 +100,8 @@ def test_reruns_are_byte_identical(runs: tuple[Path, Path]) -> None:
     assert verify(b, "--against", a / "manifest-sha256.txt").returncode == 0
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_no_machine_details_in_listed_files(runs: tuple[Path, Path], inputs: Path) -> None:
     """No PID, host, time or absolute path in any file the manifest lists."""
     import re
@@ -120,6 +126,8 @@ def test_no_machine_details_in_listed_files(runs: tuple[Path, Path], inputs: Pat
                 assert not stamp.search(data), rel
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_stale_dataset_folder_is_not_listed(runs: tuple[Path, Path], tmp_path: Path) -> None:
     """A folder an earlier run left in a reused OUT is in no run-level output."""
     a, _ = runs
@@ -169,6 +177,8 @@ def test_stale_dataset_folder_is_not_listed(runs: tuple[Path, Path], tmp_path: P
     assert verify(reused).stdout == ""
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_pixel_hash_recorded(runs: tuple[Path, Path]) -> None:
     record = json.loads((runs[0] / "toxo" / "metadata.json").read_text(encoding="utf-8"))
     level0 = zarr.open_group(runs[0] / "toxo" / "toxo.ome.zarr", mode="r")["0"][:]
@@ -185,6 +195,8 @@ def copy(runs: tuple[Path, Path], tmp_path: Path) -> Path:
     return target
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_tampering_is_caught(copy: Path) -> None:
     entries = sorted(read_manifest(copy / "manifest-sha256.txt"))
     rng = random.Random(20261124)
@@ -206,6 +218,8 @@ def test_tampering_is_caught(copy: Path) -> None:
     assert "problem(s) found" in proc.stderr
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_every_single_byte_flip_is_named(copy: Path) -> None:
     entries = [
         e for e in sorted(read_manifest(copy / "manifest-sha256.txt")) if (copy / e).stat().st_size
@@ -243,6 +257,8 @@ def _rewrite_store(store: Path) -> None:
         arr.attrs.update(attrs)
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_pixels_verify_reencoded_store(copy: Path) -> None:
     _rewrite_store(copy / "S3_1Pos_2Mosaic_T1_Z1_CH1" / "S3_1Pos_2Mosaic_T1_Z1_CH1.ome.zarr")
     plain = verify(copy)
@@ -257,6 +273,8 @@ def test_pixels_verify_reencoded_store(copy: Path) -> None:
     assert (changed.returncode, changed.stdout) == (1, "pixels changed: toxo series 0\n")
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_sources_rechecked(copy: Path, inputs: Path, tmp_path: Path) -> None:
     sources = tmp_path / "sources"
     shutil.copytree(inputs, sources)
@@ -298,6 +316,8 @@ def test_sources_rechecked(copy: Path, inputs: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_bag_validates(copy: Path) -> None:
     import bagit
 
@@ -311,6 +331,8 @@ def test_bag_validates(copy: Path) -> None:
     assert "sha256" in bag.algorithms
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_run_crate(runs: tuple[Path, Path], inputs: Path) -> None:
     out = runs[0]
     crate = json.loads((out / "ro-crate-metadata.json").read_text(encoding="utf-8"))
@@ -356,6 +378,8 @@ def test_run_crate(runs: tuple[Path, Path], inputs: Path) -> None:
     assert store_root["measurementMethod"]["@id"].endswith("FBbi_00000251")
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_bia_file_list(runs: tuple[Path, Path]) -> None:
     out = runs[0]
     lines = (out / "bia-file-list.tsv").read_text(encoding="utf-8").splitlines()
@@ -451,6 +475,8 @@ def validate_offline(crate_dir: Path) -> list[str]:
     return [f"{i.check.identifier}: {i.message}" for i in result.get_issues()]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_run_crate_loads_validates_and_is_portable(runs: tuple[Path, Path], inputs: Path) -> None:
     from rocrate.rocrate import ROCrate
 

@@ -17,6 +17,8 @@ import zarr
 
 from conftest import BIN, REPO, run_workflow
 
+pytestmark = [pytest.mark.cloud, pytest.mark.workflow, pytest.mark.java]
+
 # A Bio-Formats CZI, a two-file ICS in a subfolder and a TIFF on the tifffile path.
 FILES = ["czi/CH=1_16bit.czi", "ics/testim.ics", "ics/testim.ids", "tiff/5channel.tif"]
 NAMES = ["czi_CH_1_16bit", "ics_testim", "tiff_5channel"]

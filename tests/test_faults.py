@@ -22,6 +22,8 @@ import zarr
 from bioingest.checksum import read_manifest
 from conftest import BIN, run_workflow, workflow_command
 
+pytestmark = [pytest.mark.workflow, pytest.mark.java]
+
 TRIALS = 10
 
 

@@ -292,6 +292,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.java
 def test_multifile_sets_grouped_as_bioformats_groups_them(multifile: Path) -> None:
     datasets = discover(multifile)
     got = {
@@ -334,6 +335,7 @@ def test_every_real_extra_set_is_covered() -> None:
     assert folders == {*REAL_EXTRA, "micromanager14-mmstack-4pos-gz"}
 
 
+@pytest.mark.java
 @pytest.mark.parametrize("folder", sorted(REAL_EXTRA))
 def test_real_extra_sets(folder: str) -> None:
     count, failed, largest = REAL_EXTRA[folder]
@@ -355,6 +357,7 @@ def test_real_extra_sets(folder: str) -> None:
         assert {m.rsplit(".", 1)[1] for m in main} == {"wpi"}
 
 
+@pytest.mark.java
 def test_sample_sheet_main_takes_its_used_files(tmp_path: Path) -> None:
     from bioingest.inventory import read_sheet, sheet_root
 
@@ -378,6 +381,8 @@ def test_sample_sheet_main_takes_its_used_files(tmp_path: Path) -> None:
 # -- the workflow --------------------------------------------------------------------
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_workflow_ingests_acquisitions(multifile: Path, tmp_path: Path) -> None:
     """One store per acquisition, every file in inventory.tsv, results next to the raw
     data never taken as input, and names that survive added files."""

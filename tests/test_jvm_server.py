@@ -42,6 +42,7 @@ def started_servers(folder: Path) -> int:
     "sample",
     ["czi/WellD6-7_S2.czi", "dv/toxo.dv", "ics/testim.ics", "lif/LeicaLASX_xz-plane_example.lif"],
 )
+@pytest.mark.java
 def test_remote_reader_matches_bioformats(
     runtime_dir: Path, real_dir: Path, bioformats: Any, sample: str
 ) -> None:
@@ -63,6 +64,7 @@ def test_remote_reader_matches_bioformats(
     assert started_servers(runtime_dir) == 1
 
 
+@pytest.mark.java
 def test_one_server_for_concurrent_clients(runtime_dir: Path, real_dir: Path) -> None:
     paths = [real_dir / "czi/WellD6-7_S2.czi", real_dir / "dv/toxo.dv"] * 3
     formats: list[str] = []
@@ -89,6 +91,7 @@ def test_one_server_for_concurrent_clients(runtime_dir: Path, real_dir: Path) ->
         ("text.lif", b"not a Leica file\n" * 100),
     ],
 )
+@pytest.mark.java
 def test_remote_errors_match_in_process_errors(
     runtime_dir: Path, tmp_path: Path, name: str, content: bytes
 ) -> None:
@@ -108,6 +111,7 @@ def test_remote_errors_match_in_process_errors(
     assert started_servers(runtime_dir) == 1
 
 
+@pytest.mark.java
 def test_server_stops_when_idle(tmp_path: Path) -> None:
     sock_path = tmp_path / "s.sock"
     proc = subprocess.Popen(

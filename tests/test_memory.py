@@ -15,6 +15,8 @@ import zarr
 from bioingest.readers.bioformats import BioFormatsReader
 from conftest import BIN
 
+pytestmark = [pytest.mark.java, pytest.mark.slow]
+
 CAP_MIB = 1536
 PROBE = (
     "import resource, subprocess, sys;"

@@ -51,6 +51,9 @@ def _record(out: Path, name: str) -> dict[str, Any]:
     return json.loads((out / name / "metadata.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 @pytest.mark.parametrize("row", MAIN_ROWS, ids=[r["file"] for r in MAIN_ROWS])
 def test_values_equal_bioformats(row: dict[str, str], real_run: Path, bioformats: Any) -> None:
     """Sizes, pixel type, physical sizes and channel names equal Bio-Formats' own getters."""
@@ -98,6 +101,9 @@ def test_values_equal_bioformats(row: dict[str, str], real_run: Path, bioformats
                 assert (field["value"] is None) == (field["origin"] == "missing")
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_tables(real_run: Path) -> None:
     images = pd.read_csv(real_run / "summary" / "images.tsv", sep="\t")
     channels = pd.read_csv(real_run / "summary" / "channels.tsv", sep="\t")
@@ -146,15 +152,24 @@ def test_tables(real_run: Path) -> None:
         ("ics_cermet", "acquisition_date_missing"),
     ],
 )
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_sanity_flags(real_run: Path, dataset: str, flag: str) -> None:
     assert flag in _record(real_run, dataset)["series"][0]["flags"]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_clean_series_has_no_size_flags(real_run: Path) -> None:
     flags = _record(real_run, "czi_CellDivision_T3_Z5_CH2_X240_Y170")["series"][0]["flags"]
     assert flags == []
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_inferred_time_increment(real_run: Path) -> None:
     """No TimeIncrement in the CZI: the step is inferred from plane DeltaT stamps."""
     series = _record(real_run, "czi_CellDivision_T3_Z5_CH2_X240_Y170")["series"][0]
@@ -162,6 +177,9 @@ def test_inferred_time_increment(real_run: Path) -> None:
     assert series["time_increment_s"]["value"] == pytest.approx(60.0455, rel=1e-5)
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_omero_matches_record(real_run: Path) -> None:
     name = "czi_CellDivision_T3_Z5_CH2_X240_Y170"
     record = _record(real_run, name)
@@ -190,6 +208,9 @@ def test_omero_matches_record(real_run: Path) -> None:
 STUDY = REPO / "config" / "study.yaml"
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_completeness_and_study(real_run: Path) -> None:
     xml = (
         real_run
@@ -218,6 +239,8 @@ def test_completeness_and_study(real_run: Path) -> None:
     assert with_study["study"]["licence"] == {"value": "CC-BY-4.0", "origin": "user"}
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_study_in_workflow(tmp_path: Path, real_dir: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "toxo.dv").symlink_to(real_dir / "dv" / "toxo.dv")
@@ -247,6 +270,9 @@ def test_study_validation(tmp_path: Path, text: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_verb_accepts_xml_zarr_and_source(real_run: Path, real_dir: Path) -> None:
     """`bioingest metadata` gives the same series from OME-XML, OME-Zarr and the source."""
     name = "czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm"

@@ -80,6 +80,7 @@ def test_sheet_errors(tmp_path: Path, rows: list[str], message: str) -> None:
     assert "\n" not in text
 
 
+@pytest.mark.workflow
 def test_duplicate_in_sheet_stops_before_any_job(tmp_path: Path) -> None:
     _touch(tmp_path, "a.czi")
     sheet = _sheet(tmp_path, ["x\ta.czi", "x\ta.czi"])
@@ -99,6 +100,7 @@ def test_duplicate_in_sheet_stops_before_any_job(tmp_path: Path) -> None:
         ("reader=magic", "reader"),
     ],
 )
+@pytest.mark.workflow
 def test_config_validated_before_any_job(tmp_path: Path, setting: str, message: str) -> None:
     _touch(tmp_path / "in", "a.czi")
     out = tmp_path / "out"
@@ -122,6 +124,8 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_hostile_paths_end_to_end(tmp_path: Path) -> None:
     inputs = tmp_path / "in $(touch PWNED4) dir"
     inputs.mkdir()

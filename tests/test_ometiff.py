@@ -33,6 +33,8 @@ def _levels(store: Path) -> list[list[np.ndarray]]:
     return out
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_only_the_targets_that_want_it_get_an_ome_tiff(target_runs: dict[str, Path]) -> None:
     for name in NAMES:
         assert (target_runs["0.4"] / name / f"{name}.ome.tif").is_file()
@@ -41,6 +43,8 @@ def test_only_the_targets_that_want_it_get_an_ome_tiff(target_runs: dict[str, Pa
     assert "  toxo/toxo.ome.tif\n" in manifest
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", NAMES)
 def test_tifffile_reads_every_level_of_every_series(
     target_runs: dict[str, Path], name: str
@@ -58,6 +62,8 @@ def test_tifffile_reads_every_level_of_every_series(
             assert page.is_tiled and page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", NAMES)
 def test_bioformats_reads_the_same_pixels_pyramid_and_metadata(
     target_runs: dict[str, Path], bioformats: Any, name: str
@@ -116,6 +122,8 @@ def odd_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Path:
 @pytest.mark.parametrize(
     ("name", "series", "channels"), [("rgb", 1, 3), ("swatch", 22, 1), ("flim", 1, 16)]
 )
+@pytest.mark.workflow
+@pytest.mark.java
 def test_ome_tiff_next_to_05_for_colour_many_series_and_many_channels(
     odd_run: Path, bioformats: Any, name: str, series: int, channels: int
 ) -> None:
@@ -139,6 +147,8 @@ def test_ome_tiff_next_to_05_for_colour_many_series_and_many_channels(
                     )
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_reruns_are_byte_identical(target_runs: dict[str, Path], tmp_path: Path) -> None:
     folder = target_runs["0.4"] / "scenes"
     again = tmp_path / "again.ome.tif"

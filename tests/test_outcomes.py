@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 from bioingest.outcomes import Failure, format_failures, read_failures
@@ -34,6 +35,8 @@ def _damaged_tiff(path: Path) -> np.ndarray:
     return data
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_convert_failure_is_recorded_and_retried_when_fixed(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()

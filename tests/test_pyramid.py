@@ -71,6 +71,8 @@ def _images(store: Path) -> list[Any]:
     return [root[p] if p else root for p in image_paths(root)]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", ["toxo", "scenes", "plate", "labels"])
 def test_ngff_04_is_zarr_v2_and_valid(ngff04: tuple[Path, Path], name: str) -> None:
     from ome_zarr_models import v04
@@ -94,6 +96,8 @@ def test_ngff_04_is_zarr_v2_and_valid(ngff04: tuple[Path, Path], name: str) -> N
             np.testing.assert_array_equal(image[level["path"]][:], image05[level["path"]][:])
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_label_image_keeps_label_values(ngff04: tuple[Path, Path]) -> None:
     _, out05 = ngff04
     (image,) = _images(out05 / "labels" / "labels.ome.zarr")
@@ -106,6 +110,8 @@ def test_label_image_keeps_label_values(ngff04: tuple[Path, Path]) -> None:
     np.testing.assert_array_equal(level1, level0[..., ::2, ::2])
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", ["toxo", "scenes", "plate"])
 def test_qupath_target_writes_04_with_blosc_and_the_omero_block(
     ngff04: tuple[Path, Path], name: str
@@ -132,6 +138,8 @@ def test_qupath_target_writes_04_with_blosc_and_the_omero_block(
         assert omero04["channels"][0]["window"]["end"] == float(level[:, 0].max())
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", ["toxo", "scenes", "plate"])
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_stores_open_in_ome_zarr_py(ngff04: tuple[Path, Path], name: str, version: str) -> None:
@@ -161,6 +169,8 @@ def _omero(image: zarr.Group) -> dict[str, Any]:
     return omero
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", ["toxo", "scenes", "plate"])
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_tensorstore_reads_level_0_of_every_series_equal_to_the_source(

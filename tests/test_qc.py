@@ -96,6 +96,8 @@ def _channel(out: Path, name: str) -> dict[str, Any]:
     return channel
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 @pytest.mark.parametrize("name", list(images()))
 def test_statistics_exact(synthetic: tuple[Path, dict[str, np.ndarray]], name: str) -> None:
     out, data = synthetic
@@ -110,6 +112,8 @@ def test_statistics_exact(synthetic: tuple[Path, dict[str, np.ndarray]], name: s
     assert _qc(out, name)["series"][0]["checks"]["fidelity"] == "pass"
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_saturation(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     ch = _channel(synthetic[0], "saturated")
     assert ch["saturation_value"] == 65535
@@ -118,6 +122,8 @@ def test_saturation(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     assert _channel(synthetic[0], "uniform")["checks"]["saturation"] == "pass"
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_blank_plane(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     ch = _channel(synthetic[0], "blank")
     assert ch["blank_planes"] == [[0, 1]]
@@ -126,6 +132,8 @@ def test_blank_plane(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     assert [p["blank"] for p in planes] == [False, True, False]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_focus_sharp_vs_blurred(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     out, data = synthetic
     planes = _qc(out, "focus")["series"][0]["planes"]
@@ -153,6 +161,8 @@ def _uniformity(plane: np.ndarray) -> float:
     return 100 * min(means) / max(means)
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_uniformity(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     out, data = synthetic
     vignetted, uniform = _channel(out, "vignetted"), _channel(out, "uniform")
@@ -163,6 +173,8 @@ def test_uniformity(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     assert uniform["checks"]["uniformity"] == "pass"
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_bit_depth(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     narrow = _channel(synthetic[0], "narrow")
     assert (narrow["bits_used"], narrow["bits_available"]) == (7, 16)  # ceil(log2(101))
@@ -170,6 +182,8 @@ def test_bit_depth(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     assert _channel(synthetic[0], "saturated")["checks"]["bit_depth"] == "pass"
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_fidelity_catches_a_different_hash(
     synthetic: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
@@ -190,6 +204,8 @@ def test_fidelity_catches_a_different_hash(
     assert qc["status"] == "fail"
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_thumbnails(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     from PIL import Image
 
@@ -203,6 +219,8 @@ def test_thumbnails(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     assert (pixels[..., 0] == pixels[..., 1]).all() and pixels.max() == 255
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_qc_table(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     table = pd.read_csv(synthetic[0] / "summary" / "qc.tsv", sep="\t")
     assert len(table) == len(images())
@@ -212,6 +230,8 @@ def test_qc_table(synthetic: tuple[Path, dict[str, np.ndarray]]) -> None:
     assert row.saturated_fraction == pytest.approx(0.02)
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_fail_policy_stop(tmp_path: Path) -> None:
     _mkdir(tmp_path / "in")
     tifffile.imwrite(tmp_path / "in" / "saturated.ome.tif", images()["saturated"], ome=True)
@@ -232,6 +252,9 @@ def test_fail_policy_stop(tmp_path: Path) -> None:
     assert "QC failed: saturation" in report
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_real_samples_sane(real_run: Path) -> None:
     names = [d.name for d in real_datasets()]
     for name in names:
@@ -424,6 +447,9 @@ def test_histogram_bins_are_bounded() -> None:
     assert Histogram.for_range(-5.0, 5.0, integer=True).counts.size == 11
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
 def test_real_examples_of_the_issue(real_run: Path) -> None:
     """The two examples QC used to flag wrongly: a single cell on a zero background, and
     the zero padding of a stitched mosaic (its third series)."""
@@ -445,6 +471,7 @@ def test_real_examples_of_the_issue(real_run: Path) -> None:
         assert f'<a href="czi_S3_1Pos_2Mosaic_T2Z3_CH2_sm.ome.zarr/{i}/">' in page
 
 
+@pytest.mark.java
 @pytest.mark.slow
 def test_calibration_table_is_current() -> None:
     """docs/qc.md's calibration table is what benchmarks/qc_calibration.py generates now

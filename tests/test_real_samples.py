@@ -16,6 +16,8 @@ from bioingest.inventory import Dataset
 from bioingest.java import jimport
 from conftest import REAL, manifest_rows, real_datasets
 
+pytestmark = [pytest.mark.workflow, pytest.mark.java, pytest.mark.slow]
+
 ROWS = manifest_rows()
 DIMS = re.compile(r"(\d+)x(\d+) Z(\d+) C(\d+) T(\d+)(?: rgb(\d+))?")
 

@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bioingest.report import FailedDataset, build_report, read_failed, write_report
 from conftest import REAL, REPO, real_datasets, run_workflow
 
@@ -46,6 +48,7 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
+@pytest.mark.browser
 def test_console_detection_works(tmp_path: Path) -> None:
     page = tmp_path / "bad.html"
     page.write_text("<script>console.error('boom'); missing();</script>", encoding="utf-8")
@@ -54,6 +57,10 @@ def test_console_detection_works(tmp_path: Path) -> None:
     assert any("missing is not defined" in m for m in messages)
 
 
+@pytest.mark.workflow
+@pytest.mark.java
+@pytest.mark.slow
+@pytest.mark.browser
 def test_report_renders_every_dataset(real_run: Path, tmp_path: Path) -> None:
     report = real_run / "report.html"
     html = report.read_text(encoding="utf-8")
@@ -81,6 +88,8 @@ def test_report_renders_every_dataset(real_run: Path, tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_partial_run_report(tmp_path: Path, real_dir: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -103,6 +112,8 @@ def test_partial_run_report(tmp_path: Path, real_dir: Path) -> None:
     assert "napari --plugin napari-ome-zarr toxo/toxo.ome.zarr" in page
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_snakemake_report(tmp_path: Path) -> None:
     """The run's outputs marked with report() go into Snakemake's own report."""
     work = tmp_path / "w"
@@ -164,6 +175,7 @@ def _fake_dataset(out: Path, i: int) -> str:
     return name
 
 
+@pytest.mark.browser
 def test_summary_scales_to_10000_datasets(tmp_path: Path) -> None:
     """10,000 rows: a few MB, loads without console errors, failures and fails first,
     and a click on a column header sorts the rows."""

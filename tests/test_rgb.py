@@ -17,6 +17,8 @@ from bioingest.readers import open_source
 from bioingest.readers.bioformats import BioFormatsReader
 from conftest import BIN, REAL
 
+pytestmark = [pytest.mark.java]
+
 EXTRA = REAL.parent / "real-extra"
 # Every colour file of the real corpora that Bio-Formats reads (tifffile takes the RGB TIFF).
 RGB = [

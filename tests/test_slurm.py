@@ -12,6 +12,8 @@ import pytest
 from conftest import BIN, REPO, run_workflow
 from slurm_cluster import slurm_cluster
 
+pytestmark = [pytest.mark.cluster, pytest.mark.workflow, pytest.mark.java]
+
 # Several readers and layouts: Bio-Formats (CZI with '=' in its name), a two-file ICS,
 # a multi-series OME-TIFF and an ImageJ TIFF on the tifffile path.
 SAMPLES = {

@@ -44,6 +44,8 @@ def manifest_without_logs(out: Path) -> list[str]:
     return [line for line in lines if "  logs/" not in line]
 
 
+@pytest.mark.workflow
+@pytest.mark.java
 def test_split_workflow_matches_whole_conversion(real_dir: Path, tmp_path: Path) -> None:
     sheet = tmp_path / "samples.tsv"
     rows = [f"{name}\t{real_dir / file}" for name, (file, _) in SAMPLES.items()]
@@ -87,6 +89,7 @@ def swatch_parts(real_dir: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
     return described, parts
 
 
+@pytest.mark.java
 def test_assembled_parts_equal_whole_conversion(
     real_dir: Path, tmp_path: Path, swatch_parts: tuple[Path, list[Path]]
 ) -> None:
@@ -104,6 +107,7 @@ def test_assembled_parts_equal_whole_conversion(
         np.testing.assert_array_equal(x[...], y[...])
 
 
+@pytest.mark.java
 def test_assemble_missing_part(tmp_path: Path, swatch_parts: tuple[Path, list[Path]]) -> None:
     described, parts = swatch_parts
     target = tmp_path / "joined.zarr"
@@ -113,6 +117,7 @@ def test_assemble_missing_part(tmp_path: Path, swatch_parts: tuple[Path, list[Pa
     assert len(list(zarr.open_group(parts[0], mode="r").array_keys())) == 11
 
 
+@pytest.mark.java
 def test_assemble_overlapping_parts(tmp_path: Path, swatch_parts: tuple[Path, list[Path]]) -> None:
     described, parts = swatch_parts
     twin = tmp_path / "twin.zarr"
@@ -125,6 +130,7 @@ def test_assemble_overlapping_parts(tmp_path: Path, swatch_parts: tuple[Path, li
     assert len(list(zarr.open_group(target, mode="r").array_keys())) == 22
 
 
+@pytest.mark.java
 def test_assemble_foreign_part(
     real_dir: Path, tmp_path: Path, swatch_parts: tuple[Path, list[Path]]
 ) -> None:
@@ -137,6 +143,7 @@ def test_assemble_foreign_part(
     assert not target.exists()
 
 
+@pytest.mark.java
 @pytest.mark.parametrize(
     ("series", "message"),
     [
@@ -191,6 +198,7 @@ def store_files(store: Path) -> dict[str, bytes]:
     return {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
 
 
+@pytest.mark.java
 @pytest.mark.parametrize("seed", range(5))
 def test_assemble_killed_leaves_parts_whole(
     tmp_path: Path, swatch_parts: tuple[Path, list[Path]], seed: int

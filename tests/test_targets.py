@@ -77,6 +77,7 @@ def test_config_numbers_and_overrides_become_verb_options() -> None:
         from_config({"ngff_version": "0.3"})
 
 
+@pytest.mark.workflow
 def test_a_contradiction_stops_the_workflow_with_one_line(tmp_path: Path, real_dir: Path) -> None:
     proc = run_workflow(
         tmp_path / "work",

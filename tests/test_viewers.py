@@ -21,6 +21,8 @@ from PIL import Image
 from conftest import REPO
 from viewers.serve import serve
 
+pytestmark = [pytest.mark.workflow, pytest.mark.java]
+
 ARTIFACTS = REPO / "test-artifacts"
 VIEWERS = REPO / ".cache" / "viewers"
 HERE = Path(__file__).resolve().parent / "viewers"

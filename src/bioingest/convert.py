@@ -69,7 +69,7 @@ def convert(
     ome_xml_path: Path | None = None,
     source_json_path: Path | None = None,
     series: tuple[int, int] | None = None,
-    reader: ReaderChoice = "auto",
+    reader: ReaderChoice | SourceReader = "auto",
     tile_size: int = 1024,
     jar: str | None = None,
     maven: str | None = None,
@@ -95,7 +95,8 @@ def convert(
         ``(start, stop)``: convert only these series (a part of a split conversion, to be
         joined by :func:`assemble`); None converts them all.
     reader
-        ``auto``, ``bioformats`` or ``tifffile``.
+        ``auto``, ``bioformats`` or ``tifffile``; or a :class:`SourceReader` already
+        opened on ``source`` (read instead of opening the file, and closed when done).
     tile_size
         Edge of the tiles read and written; with the pixel type it bounds memory use.
     jar, maven, heap_mb
@@ -116,15 +117,20 @@ def convert(
     """
     ome_xml = ""
     try:
-        with open_source(
-            source,
-            reader=reader,
-            jar=jar,
-            maven=maven,
-            heap_mb=heap_mb,
-            jvm_server=jvm_server,
-            single_file=single_file,
-        ) as src:
+        opened = (
+            reader
+            if isinstance(reader, SourceReader)
+            else open_source(
+                source,
+                reader=reader,
+                jar=jar,
+                maven=maven,
+                heap_mb=heap_mb,
+                jvm_server=jvm_server,
+                single_file=single_file,
+            )
+        )
+        with opened as src:
             ome_xml = src.ome_xml
             description = _describe(source, src)
             log.info(

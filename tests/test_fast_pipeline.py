@@ -1,0 +1,289 @@
+"""convert, pyramid, metadata and QC on in-memory arrays: the whole chain of stages in a
+few seconds, without a file, a JVM or Snakemake (``make test-fast``).
+
+The source is :class:`array_reader.ArrayReader`, given to ``convert`` as its reader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+from array_reader import ArrayReader, Image, Plate
+from bioingest import pyramid
+from bioingest.checksum import store_pixel_hashes
+from bioingest.convert import ATTR, convert
+from bioingest.metadata import build_record
+from bioingest.pixelhash import pixel_hash
+from bioingest.pyramid import StoreOptions
+from bioingest.qc import Thresholds, qc_rows, run_qc
+
+RNG = np.random.default_rng(14)
+#: Small chunks, so images of a few hundred pixels get several pyramid levels.
+OPTS = StoreOptions(chunk_size=64, shard_chunks=2, min_size=16)
+
+
+@dataclass
+class Ingested:
+    """What the stages wrote for one in-memory dataset."""
+
+    reader: ArrayReader
+    description: dict[str, Any]
+    intermediate: Path
+    store: Path
+    layout: str
+    record: dict[str, Any]
+    qc: dict[str, Any]
+
+    def level(self, path: str, k: int) -> np.ndarray:
+        root = zarr.open_group(self.store, mode="r")
+        return np.asarray(root[f"{path}/{k}" if path else str(k)][...])
+
+
+def ingest(
+    folder: Path,
+    name: str,
+    images: list[Image],
+    *,
+    plate: Plate | None = None,
+    opts: StoreOptions = OPTS,
+    tile: int = 48,
+) -> Ingested:
+    """Run convert, pyramid, metadata and QC as the workflow's jobs do, on arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reader = ArrayReader(folder / f"{name}.mem", images, plate)
+    intermediate, xml = folder / f"{name}.zarr", folder / f"{name}.ome.xml"
+    description = convert(
+        reader.path,
+        zarr_path=intermediate,
+        ome_xml_path=xml,
+        source_json_path=folder / f"{name}.source.json",
+        reader=reader,
+        tile_size=tile,
+    )
+    store = folder / f"{name}.ome.zarr"
+    layout = pyramid.build(intermediate, xml, store, name=name, opts=opts)
+    record = build_record(
+        xml.read_text(encoding="utf-8"),
+        dataset=name,
+        source_file=reader.path.name,
+        reader_format=reader.format_name,
+        pixel_hashes=store_pixel_hashes(store),
+    )
+    record_path = folder / "metadata.json"
+    record_path.write_text(json.dumps(record), encoding="utf-8")
+    qc = run_qc(
+        intermediate,
+        record_path,
+        store,
+        out=folder / "qc.json",
+        thumbnails=folder / "thumbnails",
+        thresholds=Thresholds(),
+        page=folder / "qc.html",
+    )
+    return Ingested(reader, description, intermediate, store, layout, record, qc)
+
+
+def halve(plane: np.ndarray) -> np.ndarray:
+    """The ``mean`` pyramid step, written out: pad odd edges by repetition, average each
+    2x2 block in float64, round to nearest (ties to even) for integers."""
+    h, w = plane.shape
+    padded = np.pad(plane, ((0, h % 2), (0, w % 2)), mode="edge").astype(np.float64)
+    mean = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).mean(axis=(1, 3))
+    return (np.rint(mean) if plane.dtype.kind in "iu" else mean).astype(plane.dtype)
+
+
+def multiscales(group: zarr.Group) -> dict[str, Any]:
+    attrs = dict(group.attrs)
+    found: dict[str, Any] = attrs.get("ome", attrs)["multiscales"][0]
+    return found
+
+
+@pytest.mark.parametrize(("version", "zarr_format"), [("0.5", 3), ("0.4", 2)])
+def test_pixels_levels_and_scales_of_a_5d_image(
+    tmp_path: Path, version: pyramid.NgffVersion, zarr_format: int
+) -> None:
+    pixels = RNG.integers(0, 4096, (2, 3, 4, 150, 200), dtype=np.uint16)
+    image = Image(pixels, name="cells", channels=["DAPI", "GFP", "RFP"], size_um=(0.5, 0.5, 2.0))
+    opts = StoreOptions(version=version, chunk_size=64, shard_chunks=2, min_size=16)
+    got = ingest(tmp_path, "cells", [image], opts=opts)
+
+    # convert read every tile once (48-pixel tiles: 4 x 5 per plane) and closed the reader.
+    assert got.reader.closed
+    assert got.reader.tiles_read == 2 * 3 * 4 * 4 * 5
+    inter = zarr.open_group(got.intermediate, mode="r")
+    np.testing.assert_array_equal(inter["0"][...], pixels)
+    assert got.description == inter.attrs[ATTR]
+    assert got.description["reader"] == "memory"
+    assert got.description["used_files"] == ["cells.mem"]
+    assert got.description["series"] == [
+        {"index": 0, "shape": [2, 3, 4, 150, 200], "dtype": "uint16", "rgb": False}
+    ]
+
+    # The final store: one image at the root, level 0 exactly the arrays.
+    assert got.layout == "image"
+    root = zarr.open_group(got.store, mode="r")
+    assert root.metadata.zarr_format == zarr_format
+    levels = [got.level("", k) for k in range(3)]
+    np.testing.assert_array_equal(levels[0], pixels)
+    assert [lv.shape[3:] for lv in levels] == [(150, 200), (75, 100), (38, 50)]
+    assert pyramid.level_shapes(150, 200, opts) == [(150, 200), (75, 100), (38, 50)]
+    assert "3" not in root
+    # Each level is the previous one halved (the odd 75 rows padded by repetition).
+    for k in (1, 2):
+        for t, c, z in np.ndindex(2, 3, 4):
+            np.testing.assert_array_equal(levels[k][t, c, z], halve(levels[k - 1][t, c, z]))
+
+    ms = multiscales(root)
+    assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]]
+    assert scales == [[1.0, 1.0, 2.0, 0.5 * 2**k, 0.5 * 2**k] for k in range(3)]
+    attrs = dict(root.attrs)
+    omero = attrs.get("ome", attrs)["omero"]
+    assert [ch["label"] for ch in omero["channels"]] == ["DAPI", "GFP", "RFP"]
+
+    # The record's pixel hash is the arrays' own; QC finds the store faithful.
+    assert got.record["series"][0]["pixel_sha256"]["value"] == pixel_hash(pixels)
+    assert got.qc["series"][0]["checks"]["fidelity"] == "pass"
+    assert got.qc["series"][0]["source_pixel_sha256"] == pixel_hash(pixels)
+
+
+def test_several_series_get_the_bioformats2raw_layout(tmp_path: Path) -> None:
+    images = [
+        Image(RNG.integers(0, 256, (1, 2, 1, 40, 50), dtype=np.uint8), name="first"),
+        Image(RNG.normal(0, 1, (3, 1, 2, 33, 17)).astype(np.float32), name="second"),
+        Image(RNG.integers(0, 256, (1, 3, 1, 130, 70), dtype=np.uint8), name="colour", rgb=True),
+    ]
+    got = ingest(tmp_path, "multi", images)
+    assert got.layout == "bioformats2raw"
+    root = zarr.open_group(got.store, mode="r")
+    assert sorted(root.group_keys()) == ["0", "1", "2", "OME"]
+    xml = (tmp_path / "multi.ome.xml").read_text(encoding="utf-8")
+    assert (got.store / "OME" / "METADATA.ome.xml").read_text(encoding="utf-8") == xml
+    for i, image in enumerate(images):
+        np.testing.assert_array_equal(got.level(str(i), 0), image.pixels)
+        group = root[str(i)]
+        assert isinstance(group, zarr.Group)
+        assert multiscales(group)["name"] == image.name
+    # Only the 130 x 70 colour image is large enough for a second level.
+    assert "1" not in root["0"] and "1" not in root["1"]
+    np.testing.assert_array_equal(got.level("2", 1)[0, 2, 0], halve(images[2].pixels[0, 2, 0]))
+    assert got.description["series"][2]["rgb"] is True
+    assert [s["checks"]["fidelity"] for s in got.qc["series"]] == ["pass"] * 3
+    # Colour samples are not judged for saturation or clipping.
+    colour = got.qc["series"][2]["channels"]
+    assert {ch["checks"]["saturation"] for ch in colour} == {"n/a"}
+
+
+def test_a_plate_gets_the_ngff_plate_layout(tmp_path: Path) -> None:
+    wells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    images = [
+        Image(RNG.integers(100 * i, 100 * i + 50, (1, 1, 1, 32, 32), dtype=np.uint16))
+        for i in range(len(wells))
+    ]
+    got = ingest(tmp_path, "plate", images, plate=Plate(2, 2, wells, name="screen"))
+    assert got.layout == "plate"
+    root = zarr.open_group(got.store, mode="r")
+    attrs = dict(root.attrs)
+    plate = attrs.get("ome", attrs)["plate"]
+    assert [r["name"] for r in plate["rows"]] == ["A", "B"]
+    assert [c["name"] for c in plate["columns"]] == ["1", "2"]
+    assert [w["path"] for w in plate["wells"]] == ["A/1", "A/2", "B/1", "B/2"]
+    for image, path in zip(images, ["A/1/0", "A/2/0", "B/1/0", "B/2/0"], strict=True):
+        np.testing.assert_array_equal(got.level(path, 0), image.pixels)
+    assert [s["path"] for s in got.qc["series"]] == ["A/1/0", "A/2/0", "B/1/0", "B/2/0"]
+
+
+def qc_image() -> np.ndarray:
+    """Four channels of a 3-plane 64 x 64 uint16 stack with known faults: 2 % saturated
+    pixels; one blank plane; every plane blank; and a clean channel."""
+    pixels = RNG.integers(1000, 3000, (1, 4, 3, 64, 64), dtype=np.uint16)
+    saturated = pixels[0, 0]
+    saturated.flat[RNG.choice(saturated.size, int(0.02 * saturated.size), replace=False)] = 65535
+    pixels[0, 1, 1] = 777
+    pixels[0, 2] = 5
+    return pixels
+
+
+def test_qc_flags_known_faults(tmp_path: Path) -> None:
+    pixels = qc_image()
+    labels = ["saturated", "one blank", "all blank", "clean"]
+    got = ingest(tmp_path, "faults", [Image(pixels, channels=labels)])
+    series = got.qc["series"][0]
+    saturated, one_blank, all_blank, clean = series["channels"]
+    assert [ch["label"] for ch in series["channels"]] == labels
+
+    assert saturated["saturation_value"] == 65535
+    assert saturated["saturated_fraction"] == np.mean(pixels[0, 0] == 65535) == 245 / 12288
+    assert saturated["checks"]["saturation"] == "fail"
+    assert saturated["max"] == 65535
+
+    assert one_blank["blank_planes"] == [[0, 1]]
+    assert one_blank["checks"]["blank_planes"] == "warn"
+    assert [p["blank"] for p in series["planes"] if p["c"] == 1] == [False, True, False]
+
+    assert all_blank["checks"]["blank_planes"] == "fail"
+    assert all_blank["min"] == all_blank["max"] == 5
+
+    assert clean["checks"]["saturation"] == "pass"
+    assert clean["checks"]["blank_planes"] == "pass"
+    values = pixels[0, 3]
+    assert clean["min"] == values.min() and clean["max"] == values.max()
+    assert clean["mean"] == pytest.approx(values.mean(), abs=1e-6)
+    assert clean["median"] == np.percentile(values, 50, method="inverted_cdf")
+
+    assert series["checks"]["fidelity"] == "pass"
+    assert series["status"] == got.qc["status"] == "fail"
+    problems = {row["label"]: row["problems"] for row in qc_rows(got.qc)}
+    assert "saturation:fail" in problems["saturated"]
+    assert "blank_planes:warn" in problems["one blank"]
+    assert "saturation" not in problems["clean"] and "blank" not in problems["clean"]
+    assert (tmp_path / "thumbnails" / "series-0.png").is_file()
+    assert "faults" in (tmp_path / "qc.html").read_text(encoding="utf-8")
+
+
+def test_qc_fidelity_fails_when_the_store_differs_from_the_source(tmp_path: Path) -> None:
+    pixels = RNG.integers(0, 255, (1, 1, 1, 40, 40), dtype=np.uint8)
+    got = ingest(tmp_path, "ok", [Image(pixels)])
+    assert got.qc["series"][0]["checks"]["fidelity"] == "pass"
+    # One pixel of the final level 0 changed after the record was written.
+    level0 = zarr.open_array(got.store / "0", mode="r+")
+    level0[0, 0, 0, 3, 3] = int(pixels[0, 0, 0, 3, 3]) ^ 1
+    record = dict(got.record)
+    record["series"] = [
+        {**got.record["series"][0], "pixel_sha256": {"value": store_pixel_hashes(got.store)[0]}}
+    ]
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(record), encoding="utf-8")
+    qc = run_qc(
+        got.intermediate,
+        changed,
+        got.store,
+        out=tmp_path / "qc2.json",
+        thumbnails=tmp_path / "thumbs2",
+        thresholds=Thresholds(),
+    )
+    assert qc["series"][0]["checks"]["fidelity"] == "fail"
+    assert (
+        qc["series"][0]["reasons"]["fidelity"] == "the final level 0 differs from the pixels read"
+    )
+    assert qc["status"] == "fail"
+
+
+def test_convert_reads_only_the_series_asked_for(tmp_path: Path) -> None:
+    images = [Image(np.full((1, 1, 1, 8, 8), i, dtype=np.uint8)) for i in range(3)]
+    reader = ArrayReader(tmp_path / "three.mem", images)
+    description = convert(
+        reader.path, zarr_path=tmp_path / "part.zarr", series=(1, 3), reader=reader
+    )
+    part = zarr.open_group(tmp_path / "part.zarr", mode="r")
+    assert sorted(part.array_keys()) == ["1", "2"]
+    np.testing.assert_array_equal(part["2"][...], images[2].pixels)
+    assert len(description["series"]) == 3
+    assert reader.tiles_read == 2
