@@ -14,7 +14,8 @@ import pytest
 import tifffile
 import zarr
 
-from bioingest.checksum import image_paths, verify
+from bioingest.checksum import verify
+from bioingest.store import image_paths
 from conftest import BIN, REPO, run_workflow
 
 pytestmark = [pytest.mark.java, pytest.mark.slow]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import zarr
 
-from bioingest.checksum import check_sources, image_paths, read_manifest, sha256_file
+from bioingest.checksum import check_sources, read_manifest, sha256_file
+from bioingest.store import image_paths
 from conftest import BIN, REPO, manifest_rows, run_workflow
 
 FILES = [

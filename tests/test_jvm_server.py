@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bioingest.convert import tiles
 from bioingest.errors import IngestError
 from bioingest.readers import open_source, remote
 from bioingest.readers.remote import RemoteReader
+from bioingest.tiles import tiles
 from conftest import BIN
 
 

@@ -15,7 +15,9 @@ import zarr
 
 from bioingest.errors import IngestError
 from bioingest.java import jimport
-from bioingest.metadata import CHANNEL_COLUMNS, IMAGE_COLUMNS, build_record, load_study
+from bioingest.metadata import build_record
+from bioingest.study import load_study
+from bioingest.tables import CHANNEL_COLUMNS, IMAGE_COLUMNS
 from conftest import BIN, REAL, REPO, manifest_rows, real_datasets, run_workflow
 
 MAIN_ROWS = [r for r in manifest_rows() if not r["bioformats_format"].startswith("(companion")]

@@ -14,8 +14,8 @@ import tifffile
 import zarr
 
 from bioingest import omexml
-from bioingest.checksum import image_paths
 from bioingest.ometiff import layout_xml
+from bioingest.store import image_paths
 from conftest import run_workflow
 
 BIN = Path(sys.executable).parent

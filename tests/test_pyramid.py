@@ -10,9 +10,9 @@ import pytest
 import zarr
 
 from bioingest import ngff
-from bioingest.checksum import image_paths
 from bioingest.errors import IngestError
 from bioingest.pyramid import StoreOptions, downsample, level_shapes
+from bioingest.store import image_paths
 
 DTYPES = ["uint8", "uint16", "int16", "uint32", "float32", "float64"]
 

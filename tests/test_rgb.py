@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import zarr
 
-from bioingest.convert import convert, tiles
+from bioingest.convert import convert
 from bioingest.readers import open_source
 from bioingest.readers.bioformats import BioFormatsReader
+from bioingest.tiles import tiles
 from conftest import BIN, REAL
 
 pytestmark = [pytest.mark.java]

@@ -14,12 +14,12 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import zarr
 
 from bioingest import atomic
 from bioingest.pixelhash import pixel_hash
+from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
 
@@ -201,16 +201,6 @@ def write_manifest(
     target = out or out_dir / MANIFEST
     atomic.write_text(target, format_manifest(dict(zip(rels, digests, strict=True))))
     return target
-
-
-def image_paths(root: zarr.Group) -> list[str]:
-    """Group path of every multiscale image of an OME-Zarr, in series order."""
-    attrs: dict[str, Any] = dict(root.attrs)
-    ome: dict[str, Any] = attrs.get("ome", attrs)
-    if "multiscales" in ome:
-        return [""]
-    series_attrs: dict[str, Any] = dict(root["OME"].attrs)
-    return [str(s) for s in series_attrs.get("ome", series_attrs)["series"]]
 
 
 def store_pixel_hashes(store: Path) -> list[str]:

@@ -172,7 +172,7 @@ def _cmd_ome_tiff(args: argparse.Namespace) -> None:
 
 
 def _study(path: Path | None) -> dict[str, Any] | None:
-    from bioingest.metadata import load_study
+    from bioingest.study import load_study
 
     return load_study(path) if path else None
 
@@ -292,8 +292,9 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
     import json
 
     from bioingest import atomic
-    from bioingest.metadata import build_record, load_study
+    from bioingest.metadata import build_record
     from bioingest.outcomes import failure_record, recorded_failure
+    from bioingest.study import load_study
 
     if args.out and (failure := recorded_failure(args.source_json)):
         atomic.write_text(args.out, failure_record(args.dataset or "", failure))
@@ -384,7 +385,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         page=args.page,
     )
     if args.fail_policy == "stop" and qc["status"] == "fail":
-        from bioingest.qc import failing_checks
+        from bioingest.records import failing_checks
 
         # Recorded in failed.tsv by the outcomes step; the run goes on for the others.
         log.error("%s: QC failed: %s", args.store, ", ".join(failing_checks(qc, "fail")))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import zarr
 from zarr.codecs import BloscCodec
@@ -16,20 +14,18 @@ from bioingest import __version__, atomic
 from bioingest.errors import IngestError, ServiceError
 from bioingest.progress import Progress
 from bioingest.readers import ReaderChoice, SeriesInfo, SourceReader, open_source
+from bioingest.records import (
+    ATTR,
+    SourceDescription,
+    SourceRecord,
+    is_failure,
+    read_source,
+    source_json,
+    write_intermediate,
+)
+from bioingest.tiles import tiles
 
 log = logging.getLogger("bioingest")
-
-#: Group attribute key under which the intermediate store describes itself.
-ATTR = "bioingest"
-
-
-def tiles(size_y: int, size_x: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Row-major ``(y, x, height, width)`` tiles covering a plane."""
-    return [
-        (y, x, min(tile, size_y - y), min(tile, size_x - x))
-        for y in range(0, size_y, tile)
-        for x in range(0, size_x, tile)
-    ]
 
 
 def _copy_series(reader: SourceReader, info: SeriesInfo, root: zarr.Group, tile: int) -> None:
@@ -77,7 +73,7 @@ def convert(
     jvm_server: bool = False,
     single_file: bool = False,
     record_failure: bool = False,
-) -> dict[str, Any]:
+) -> SourceRecord:
     """Convert ``source`` losslessly into an intermediate Zarr plus its OME-XML.
 
     Parameters
@@ -112,10 +108,11 @@ def convert(
 
     Returns
     -------
-    dict
+    SourceRecord
         The description stored in the intermediate store's attributes.
     """
     ome_xml = ""
+    description: SourceRecord
     try:
         opened = (
             reader
@@ -153,7 +150,7 @@ def convert(
                     root = zarr.open_group(tmp, mode="w", zarr_format=3)
                     for info in selected:
                         _copy_series(src, info, root, tile_size)
-                    root.attrs[ATTR] = description
+                    write_intermediate(root, description)
     except IngestError as exc:
         if not record_failure or isinstance(exc, ServiceError):
             raise
@@ -167,15 +164,15 @@ def convert(
         }
         if zarr_path is not None:
             with atomic.atomic_dir(zarr_path) as tmp:
-                zarr.open_group(tmp, mode="w", zarr_format=3).attrs[ATTR] = description
+                write_intermediate(zarr.open_group(tmp, mode="w", zarr_format=3), description)
     if ome_xml_path is not None:
         atomic.write_text(ome_xml_path, ome_xml)
     if source_json_path is not None:
-        atomic.write_text(source_json_path, json.dumps(description, indent=2) + "\n")
+        atomic.write_text(source_json_path, source_json(description))
     return description
 
 
-def _describe(source: Path, src: SourceReader) -> dict[str, Any]:
+def _describe(source: Path, src: SourceReader) -> SourceDescription:
     """What the intermediate store and ``{dataset}.source.json`` say of the source."""
     return {
         "source": source.name,
@@ -223,7 +220,9 @@ def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> N
     zarr_path
         The intermediate store to create, as :func:`convert` would have written it.
     """
-    description = json.loads(source_json_path.read_text(encoding="utf-8"))
+    description = read_source(source_json_path)
+    if is_failure(description):
+        raise IngestError(source_json_path, "describes a source that could not be read")
     owner: dict[str, Path] = {}
     for part in parts:
         group = zarr.open_group(part, mode="r")
@@ -241,5 +240,5 @@ def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> N
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         for name, part in owner.items():
             shutil.copytree(part / name, tmp / name, copy_function=_link_or_copy)
-        root.attrs[ATTR] = description
+        write_intermediate(root, description)
     log.info("assemble %s: %d series from %d parts", zarr_path.name, len(owner), len(parts))

@@ -11,6 +11,8 @@ import html
 import shlex
 from typing import Any
 
+from bioingest.records import ChannelQC, HistogramPlot, PlaneQC
+
 #: CSS class of each status badge (short: the summary page repeats them 10,000 times).
 CLASSES = {
     "pass": "p",
@@ -51,7 +53,7 @@ def fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def svg_histogram(hist: dict[str, Any], colour: str) -> str:
+def svg_histogram(hist: HistogramPlot, colour: str) -> str:
     """Bars of a coarse histogram, square-root heights."""
     counts = hist["counts"]
     if not counts or max(counts) == 0:
@@ -76,7 +78,7 @@ def svg_histogram(hist: dict[str, Any], colour: str) -> str:
     )
 
 
-def svg_focus(planes: list[dict[str, Any]], channels: list[dict[str, Any]]) -> str:
+def svg_focus(planes: list[PlaneQC], channels: list[ChannelQC]) -> str:
     """Normalised variance against Z at t = 0, one line per channel."""
     width, height = 192, 64
     lines = []

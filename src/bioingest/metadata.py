@@ -8,62 +8,22 @@ Units are normalised to µm, s and nm. A value that the file does not give is em
 ``inferred``  derived from other file values (e.g. the time step from plane time stamps);
 ``missing``   not known.
 
-The completeness score follows the tiered NBO/QUAREP-LiMi Microscopy Metadata
-Specifications (Hammer et al. 2021, Nat Methods 18:1427; Rigano et al. 2021, v02-01)
-and REMBI (Sarkans et al. 2021, Nat Methods 18:1418): a structural gate, then the share
-of *applicable* tier-1 and tier-2 fields that are present. docs/metadata.md lists them.
+The completeness score is computed by :mod:`bioingest.completeness`; the user's study
+metadata is read by :mod:`bioingest.study`; the record's type is
+:class:`bioingest.records.MetadataRecord`.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 from xml.etree.ElementTree import Element
 
 from bioingest import omexml
+from bioingest.completeness import completeness
+from bioingest.records import ChannelRecord, Field, MetadataRecord, SeriesRecord, field
+from bioingest.study import Study, study_record
 
-Origin = str  # "file" | "user" | "inferred" | "missing"
-
-IMAGE_COLUMNS = [
-    "dataset",
-    "source_file",
-    "series",
-    "name",
-    "reader_format",
-    "size_x",
-    "size_y",
-    "size_z",
-    "size_c",
-    "size_t",
-    "pixel_type",
-    "physical_size_x_um",
-    "physical_size_y_um",
-    "physical_size_z_um",
-    "time_increment_s",
-    "acquisition_date",
-    "instrument",
-    "objective_model",
-    "objective_magnification",
-    "objective_na",
-    "immersion",
-    "significant_bits",
-]
-CHANNEL_COLUMNS = [
-    "dataset",
-    "series",
-    "channel",
-    "name",
-    "excitation_nm",
-    "emission_nm",
-    "fluor",
-    "color",
-    "illumination_type",
-    "contrast_method",
-    "exposure_s",
-    "detector",
-]
 #: Plausible pixel sizes, µm: outside this range a size is flagged (a 72-dpi TIFF
 #: reads as 352.8 µm, a broken LSM Z step as 1e-13 µm).
 PLAUSIBLE_UM = (0.001, 1000.0)
@@ -72,68 +32,6 @@ PLAUSIBLE_UM = (0.001, 1000.0)
 DESKTOP_DPI = (72, 96, 100, 150, 200, 300, 600, 1200)
 #: Plausible exposure times, s.
 PLAUSIBLE_EXPOSURE_S = (1e-7, 3600.0)
-CAMERA_DETECTORS = {"CCD", "IntensifiedCCD", "AnalogVideo", "EMCCD", "CMOS", "SpectroscopyCCD"}
-CAMERA_MODES = {
-    "WideField",
-    "TIRF",
-    "SpinningDiskConfocal",
-    "SlitScanConfocal",
-    "LightSheet",
-    "SPIM",
-    "SlitScan",
-    "BrightField",
-}
-TRANSMITTED = {"Transmitted", "Oblique"}
-NON_FLUORESCENT = {
-    "Brightfield",
-    "Phase",
-    "DIC",
-    "HoffmanModulation",
-    "ObliqueIllumination",
-    "PolarizedLight",
-    "Darkfield",
-}
-
-#: Tier-1 (minimal) and tier-2 fields checked per series and per channel, with the
-#: condition under which each applies. Study fields come from the user (REMBI).
-TIER1_IMAGE = [
-    "physical_size_x_um",
-    "physical_size_y_um",
-    "physical_size_z_um",
-    "time_increment_s",
-    "acquisition_date",
-    "instrument",
-    "objective_model",
-    "objective_magnification",
-    "objective_na",
-]
-TIER1_CHANNEL = ["name", "excitation_nm", "emission_nm", "exposure_s"]
-TIER1_STUDY = ["licence", "organism", "imaging_method"]
-TIER2_IMAGE = [
-    "immersion",
-    "significant_bits",
-    "microscope_type",
-    "objective_correction",
-    "objective_working_distance_um",
-    "refractive_index",
-]
-TIER2_CHANNEL = [
-    "fluor",
-    "illumination_type",
-    "contrast_method",
-    "acquisition_mode",
-    "detector",
-    "detector_type",
-    "light_source",
-]
-TIER2_STUDY = ["authors", "description", "sample_preparation"]
-
-
-def field(value: Any, origin: Origin = "file") -> dict[str, Any]:
-    """A value with its origin; ``None`` and empty strings become ``missing``."""
-    if value is None or value == "":
-        return {"value": None, "origin": "missing"}
-    return {"value": value, "origin": origin}
 
 
 def _first(elem: Element | None, name: str) -> Element | None:
@@ -199,7 +97,7 @@ def _index(root: Element) -> _Index:
     return _Index(instruments, objectives, detectors, sources)
 
 
-def _time_increment(pixels: Element, size_t: int) -> dict[str, Any]:
+def _time_increment(pixels: Element, size_t: int) -> Field[float]:
     a = pixels.attrib
     given = omexml.time_s(a.get("TimeIncrement"), a.get("TimeIncrementUnit"))
     if given is not None:
@@ -220,7 +118,7 @@ def _time_increment(pixels: Element, size_t: int) -> dict[str, Any]:
     return field(None)
 
 
-def _series_record(image: Element, index: int, idx: _Index) -> dict[str, Any]:
+def _series_record(image: Element, index: int, idx: _Index) -> SeriesRecord:
     pixels = _first(image, "Pixels")
     assert pixels is not None
     a = pixels.attrib
@@ -243,7 +141,7 @@ def _series_record(image: Element, index: int, idx: _Index) -> dict[str, Any]:
     )
     o = objective.attrib if objective is not None else {}
     date = _first(image, "AcquisitionDate")
-    record: dict[str, Any] = {
+    return {
         "series": field(index),
         "name": field(image.attrib.get("Name")),
         "size_x": field(sizes["x"]),
@@ -271,15 +169,15 @@ def _series_record(image: Element, index: int, idx: _Index) -> dict[str, Any]:
             _float(obj_settings.attrib.get("RefractiveIndex")) if obj_settings is not None else None
         ),
         "significant_bits": field(_int(a.get("SignificantBits"))),
+        "channels": [
+            _channel_record(ch, c, pixels, idx)
+            for c, ch in enumerate(omexml.children(pixels, "Channel"))
+        ],
+        "flags": [],  # filled in by build_record (sanity_flags reads the record)
     }
-    record["channels"] = [
-        _channel_record(ch, c, pixels, idx)
-        for c, ch in enumerate(omexml.children(pixels, "Channel"))
-    ]
-    return record
 
 
-def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[str, Any]:
+def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> ChannelRecord:
     a = ch.attrib
     exposure = None
     for plane in omexml.children(pixels, "Plane"):
@@ -324,10 +222,14 @@ def _channel_record(ch: Element, c: int, pixels: Element, idx: _Index) -> dict[s
     }
 
 
-def sanity_flags(series: dict[str, Any]) -> list[str]:
+def sanity_flags(series: SeriesRecord) -> list[str]:
     """Names of the metadata problems a series has (empty when none)."""
     flags = []
-    sizes = [series[f"physical_size_{d}_um"]["value"] for d in "xyz"]
+    sizes = [
+        series["physical_size_x_um"]["value"],
+        series["physical_size_y_um"]["value"],
+        series["physical_size_z_um"]["value"],
+    ]
     if sizes[0] is None or sizes[1] is None:
         flags.append("physical_size_missing")
     low, high = PLAUSIBLE_UM
@@ -341,118 +243,12 @@ def sanity_flags(series: dict[str, Any]) -> list[str]:
     if not channels or any(c["name"]["value"] is None for c in channels):
         flags.append("channel_names_missing")
     shortest, longest = PLAUSIBLE_EXPOSURE_S
-    if any(
-        c["exposure_s"]["value"] is not None and not shortest <= c["exposure_s"]["value"] <= longest
-        for c in channels
-    ):
+    exposures = [c["exposure_s"]["value"] for c in channels]
+    if any(e is not None and not shortest <= e <= longest for e in exposures):
         flags.append("exposure_implausible")
     if series["acquisition_date"]["value"] is None:
         flags.append("acquisition_date_missing")
     return flags
-
-
-def _applies(name: str, series: dict[str, Any], channel: dict[str, Any] | None) -> bool:
-    """Whether a field is expected for this series/channel (the NBO applicability rules)."""
-    if name == "physical_size_z_um":
-        return (series["size_z"]["value"] or 1) > 1
-    if name == "time_increment_s":
-        return (series["size_t"]["value"] or 1) > 1
-    if channel is None:
-        return True
-    ch = {key: value["value"] for key, value in channel.items()}
-    rgb = (ch["samples_per_pixel"] or 1) > 1
-    fluorescent = (
-        not rgb
-        and ch["illumination_type"] not in TRANSMITTED
-        and ch["contrast_method"] not in NON_FLUORESCENT
-    )
-    if name in ("excitation_nm", "emission_nm", "fluor"):
-        return fluorescent
-    if name == "exposure_s":
-        return ch["detector_type"] in CAMERA_DETECTORS or ch["acquisition_mode"] in CAMERA_MODES
-    return True
-
-
-def _tally(
-    image_names: list[str],
-    channel_names: list[str],
-    series: list[dict[str, Any]],
-    study_names: list[str],
-    study: dict[str, Any],
-) -> tuple[int, int, list[str]]:
-    """Count applicable fields present; list the absent ones."""
-    present = applicable = 0
-    absent: list[str] = []
-    for s in series:
-        where = f"series {s['series']['value']}"
-        checks = [(s, name, None, where) for name in image_names]
-        for ch in s["channels"]:
-            checks += [
-                (ch, name, ch, f"{where} channel {ch['channel']['value']}")
-                for name in channel_names
-            ]
-        for holder, name, channel, label in checks:
-            if _applies(name, s, channel):
-                applicable += 1
-                if holder[name]["value"] is not None:
-                    present += 1
-                else:
-                    absent.append(f"{label}: {name}")
-    for name in study_names:
-        applicable += 1
-        if study.get(name, field(None))["value"] is not None:
-            present += 1
-        else:
-            absent.append(f"study: {name}")
-    return present, applicable, absent
-
-
-def completeness(series: list[dict[str, Any]], study: dict[str, Any]) -> dict[str, Any]:
-    """Structural gate, then tier-1 and tier-2 coverage of applicable fields (percent)."""
-    gate_errors = []
-    for s in series:
-        for key in ("size_x", "size_y", "size_z", "size_c", "size_t"):
-            if not s[key]["value"] or s[key]["value"] < 1:
-                gate_errors.append(f"series {s['series']['value']}: {key} invalid")
-        if s["pixel_type"]["value"] is None:
-            gate_errors.append(f"series {s['series']['value']}: pixel_type missing")
-    if not series:
-        gate_errors.append("no images")
-    p1, a1, missing1 = _tally(TIER1_IMAGE, TIER1_CHANNEL, series, TIER1_STUDY, study)
-    p2, a2, missing2 = _tally(TIER2_IMAGE, TIER2_CHANNEL, series, TIER2_STUDY, study)
-    tier1 = round(100.0 * p1 / a1, 1) if a1 else 100.0
-    tier2 = round(100.0 * p2 / a2, 1) if a2 else 100.0
-    if gate_errors:
-        label = "invalid"
-    elif tier1 < 100.0:
-        label = "below tier 1"
-    elif tier2 < 100.0:
-        label = "tier 1"
-    else:
-        label = "tier 2"
-    return {
-        "structurally_valid": not gate_errors,
-        "gate_errors": gate_errors,
-        "nbo_tier": label,
-        "tier1_pct": tier1,
-        "tier2_pct": tier2,
-        "tier1_missing": missing1,
-        "tier2_missing": missing2,
-    }
-
-
-def study_record(study: dict[str, Any] | None) -> dict[str, Any]:
-    """User study metadata as fields with origin ``user`` (organism and method keep their ids)."""
-    study = study or {}
-    out: dict[str, Any] = {}
-    for key in ("licence", "description", "sample_preparation"):
-        out[key] = field(study.get(key), "user")
-    for key in ("organism", "imaging_method"):
-        item = study.get(key) or {}
-        out[key] = field(item if item.get("name") and item.get("id") else None, "user")
-    authors = study.get("authors") or []
-    out["authors"] = field(authors or None, "user")
-    return out
 
 
 def build_record(
@@ -461,9 +257,9 @@ def build_record(
     dataset: str,
     source_file: str = "",
     reader_format: str = "",
-    study: dict[str, Any] | None = None,
+    study: Study | None = None,
     pixel_hashes: list[str] | None = None,
-) -> dict[str, Any]:
+) -> MetadataRecord:
     """The normalised metadata record for one dataset.
 
     Parameters
@@ -495,77 +291,3 @@ def build_record(
         "series": series,
         "completeness": completeness(series, study_fields),
     }
-
-
-def image_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One tidy row per series (``IMAGE_COLUMNS``)."""
-    rows = []
-    for s in record["series"]:
-        row = {k: record[k] for k in ("dataset", "source_file", "reader_format")}
-        row.update({k: s[k]["value"] for k in IMAGE_COLUMNS if k in s})
-        rows.append({k: row.get(k) for k in IMAGE_COLUMNS})
-    return rows
-
-
-def channel_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One tidy row per channel (``CHANNEL_COLUMNS``)."""
-    rows = []
-    for s in record["series"]:
-        for ch in s["channels"]:
-            row = {"dataset": record["dataset"], "series": s["series"]["value"]}
-            row.update({k: ch[k]["value"] for k in CHANNEL_COLUMNS if k in ch})
-            rows.append({k: row.get(k) for k in CHANNEL_COLUMNS})
-    return rows
-
-
-def load_study(path: Path) -> dict[str, Any]:
-    """Read and validate a study YAML file against the package's ``study.schema.yaml``."""
-    import jsonschema
-    import yaml
-
-    from bioingest.errors import IngestError
-    from bioingest.schemas import load_schema
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise IngestError(path, f"cannot read study metadata ({exc})") from None
-    schema = load_schema("study.schema.yaml")
-    try:
-        jsonschema.validate(data, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        raise IngestError(path, f"{where}: {exc.message}") from None
-    assert isinstance(data, dict)
-    return data
-
-
-PALETTE = ["00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00"]
-RGB = [("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF")]
-
-
-def display_channels(
-    series: dict[str, Any] | None, size_c: int, *, rgb: bool = False
-) -> list[tuple[str, str]]:
-    """``(label, colour)`` for each of ``size_c`` array channels of a series record.
-
-    Colours come from the file when it has them; otherwise red/green/blue for the samples
-    of colour (RGB) pixels, white for a single channel and a fixed palette for several.
-    """
-    channels = series["channels"] if series else []
-    if rgb and size_c == 3 and not any(ch["color"]["value"] for ch in channels):
-        names = [ch["name"]["value"] for ch in channels] if len(channels) == 3 else [None] * 3
-        return [(str(n or label), colour) for n, (label, colour) in zip(names, RGB, strict=True)]
-    if len(channels) == size_c:
-        out = []
-        for c, ch in enumerate(channels):
-            label = ch["name"]["value"] or f"Channel {c}"
-            default = "FFFFFF" if size_c == 1 else PALETTE[c % len(PALETTE)]
-            out.append((str(label), ch["color"]["value"] or default))
-        return out
-    if len(channels) == 1 and size_c == 3:
-        base = channels[0]["name"]["value"]
-        return [(f"{base} {n}" if base else n, colour) for n, colour in RGB]
-    if size_c == 1:
-        return [("Channel 0", "FFFFFF")]
-    return [(f"Channel {c}", PALETTE[c % len(PALETTE)]) for c in range(size_c)]

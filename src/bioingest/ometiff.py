@@ -27,8 +27,9 @@ import tifffile
 import zarr
 
 from bioingest import omexml
-from bioingest.checksum import image_paths, store_pixel_hashes
+from bioingest.checksum import store_pixel_hashes
 from bioingest.errors import IngestError
+from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
 

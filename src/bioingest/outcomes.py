@@ -16,6 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bioingest import atomic
+from bioingest.records import (
+    FailureReason,
+    failing_checks,
+    failure_json,
+    is_failure,
+    read_qc,
+    read_source,
+)
 
 COLUMNS = ("dataset", "step", "file", "reason")
 
@@ -43,16 +51,14 @@ def collect(
     ]
     mains = {d["name"]: d["main"] for d in data["datasets"]}
     for path in described:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        failure = record.get("failure")
-        if failure:
+        record = read_source(path)
+        if is_failure(record):
+            failure = record["failure"]
             name = path.name.removesuffix(".source.json")
             failures.append(Failure(name, failure["step"], mains.get(name, ""), failure["reason"]))
     for path in qc_reports:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        if report.get("status") == "fail":
-            from bioingest.qc import failing_checks
-
+        report = read_qc(path)
+        if not is_failure(report) and report["status"] == "fail":
             name = path.parent.name
             reason = "QC failed: " + ", ".join(failing_checks(report, "fail"))
             failures.append(Failure(name, "qc", mains.get(name, ""), reason))
@@ -81,20 +87,20 @@ def read_failures(path: Path) -> list[Failure]:
         return [Failure(**row) for row in rows]
 
 
-def recorded_failure(source_json: Path | None) -> dict[str, str] | None:
+def recorded_failure(source_json: Path | None) -> FailureReason | None:
     """The failure ``convert`` recorded in ``{dataset}.source.json``, if any."""
     if source_json is None or not source_json.is_file():
         return None
-    failure = json.loads(source_json.read_text(encoding="utf-8")).get("failure")
-    return dict(failure) if failure else None
+    record = read_source(source_json)
+    return record["failure"] if is_failure(record) else None
 
 
-def failure_record(dataset: str, failure: dict[str, str]) -> str:
+def failure_record(dataset: str, failure: FailureReason) -> str:
     """The JSON a later stage writes for a dataset whose conversion failed."""
-    return json.dumps({"dataset": dataset, "failure": failure}, indent=2) + "\n"
+    return failure_json(dataset, failure)
 
 
-def write_failed_store(store: Path, failure: dict[str, str]) -> None:
+def write_failed_store(store: Path, failure: FailureReason) -> None:
     """A store folder with only a note in it: what a reader opening it should know."""
     with atomic.atomic_dir(store) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bioingest import __version__, atomic
 from bioingest.checksum import MANIFEST, WORKFLOW_COPY, read_manifest
+from bioingest.records import is_failure, read_metadata
 
 PROFILES = [
     "https://w3id.org/ro/wfrun/process/0.5",
@@ -155,8 +156,8 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
     method = (study.get("imaging_method") or {}).get("name", "")
     rows = ["Files\tDataset\tType\tFormat\tOrganism\tImaging method"]
     for record_path in sorted(records):
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if "failure" in record:  # not converted: nothing to deposit
+        record = read_metadata(record_path)
+        if is_failure(record):  # not converted: nothing to deposit
             continue
         name = record["dataset"]
         rows.append(f"{name}/{name}.ome.zarr\t{name}\timage\tOME-Zarr\t{organism}\t{method}")

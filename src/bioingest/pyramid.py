@@ -14,9 +14,18 @@ from numcodecs import Blosc
 from zarr.codecs import BloscCodec
 
 from bioingest import atomic, metadata, ngff, omexml, provenance
-from bioingest.convert import ATTR, tiles
+from bioingest.display import display_channels
+from bioingest.errors import IngestError
 from bioingest.progress import Progress
+from bioingest.records import (
+    SeriesRecord,
+    SourceDescription,
+    is_failure,
+    read_intermediate,
+    value_of,
+)
 from bioingest.targets import NgffVersion
+from bioingest.tiles import tiles
 
 log = logging.getLogger("bioingest")
 
@@ -134,7 +143,7 @@ class ImageInfo:
     channels: list[tuple[str, str]]
 
 
-def image_infos(xml: str, description: dict[str, Any], *, dataset: str) -> list[ImageInfo]:
+def image_infos(xml: str, description: SourceDescription, *, dataset: str) -> list[ImageInfo]:
     """Names, scales and channel display of every series, from the metadata record."""
     records = metadata.build_record(xml, dataset=dataset)["series"]
     count = len(description["series"])
@@ -142,8 +151,8 @@ def image_infos(xml: str, description: dict[str, Any], *, dataset: str) -> list[
     for i, series in enumerate(description["series"]):
         record = records[i] if i < len(records) and len(records) == count else None
 
-        def value(key: str, rec: dict[str, Any] | None = record) -> Any:
-            return rec[key]["value"] if rec else None
+        def value(key: str, rec: SeriesRecord | None = record) -> Any:
+            return value_of(rec, key) if rec else None
 
         default = dataset if count == 1 else f"{dataset} series {i}"
         infos.append(
@@ -155,7 +164,7 @@ def image_infos(xml: str, description: dict[str, Any], *, dataset: str) -> list[
                     value("physical_size_z_um"),
                 ),
                 time_increment_s=value("time_increment_s"),
-                channels=metadata.display_channels(
+                channels=display_channels(
                     record, int(series["shape"][1]), rgb=bool(series.get("rgb", False))
                 ),
             )
@@ -275,8 +284,9 @@ def build(
         The layout written: ``image``, ``bioformats2raw`` or ``plate``.
     """
     src = zarr.open_group(intermediate, mode="r")
-    description = src.attrs[ATTR]
-    assert isinstance(description, dict)
+    description = read_intermediate(src)
+    if is_failure(description):
+        raise IngestError(intermediate, "holds no image: the source could not be read")
     count = len(description["series"])
     xml = ome_xml_path.read_text(encoding="utf-8")
     infos = image_infos(xml, description, dataset=name)

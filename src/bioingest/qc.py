@@ -8,7 +8,6 @@ and its source.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,13 +17,28 @@ from typing import Any
 import numpy as np
 import zarr
 
-from bioingest import atomic, metadata
-from bioingest.checksum import image_paths
-from bioingest.convert import ATTR, tiles
+from bioingest import atomic
+from bioingest.display import display_channels
+from bioingest.errors import IngestError
 from bioingest.pixelhash import pixel_hash
 from bioingest.progress import Progress
 from bioingest.qc_checks import ChannelFacts, Thresholds, as_json, channel_checks, overall
 from bioingest.qc_histogram import Histogram, exact_dtype
+from bioingest.records import (
+    ChannelQC,
+    Flag,
+    PlaneQC,
+    QCReport,
+    SeriesMeasures,
+    SeriesQC,
+    SeriesRecord,
+    is_failure,
+    qc_json,
+    read_intermediate,
+    read_metadata,
+)
+from bioingest.store import image_paths
+from bioingest.tiles import tiles
 
 log = logging.getLogger("bioingest")
 #: Bins of the histogram kept in qc.json for plots.
@@ -32,7 +46,7 @@ PLOT_BINS = 64
 #: Most cells along a plane edge: larger planes get larger cells (bounded memory).
 MAX_CELLS = 1024
 
-__all__ = ["Thresholds", "power_log_log_slope", "qc_rows", "run_qc", "thresholds_from_config"]
+__all__ = ["Thresholds", "power_log_log_slope", "run_qc", "thresholds_from_config"]
 
 
 def thresholds_from_config(config: dict[str, Any]) -> Thresholds:
@@ -201,16 +215,16 @@ class _CellTally:
 
 def _series_qc(
     array: zarr.Array[Any],
-    record: dict[str, Any] | None,
+    record: SeriesRecord | None,
     labels: list[tuple[str, str]],
     th: Thresholds,
     progress: Progress,
     *,
     rgb: bool = False,
-) -> dict[str, Any]:
+) -> SeriesMeasures:
     size_t, size_c, size_z, size_y, size_x = array.shape
     dtype = np.dtype(array.dtype)
-    significant = (record or {}).get("significant_bits", {}).get("value")
+    significant = record["significant_bits"]["value"] if record else None
     saturation_value: float | None = None
     if dtype.kind in "ui":
         bits = int(significant or dtype.itemsize * 8)
@@ -218,7 +232,7 @@ def _series_qc(
     channels = [_Channel() for _ in range(size_c)]
     ys, xs = _bounds(size_y), _bounds(size_x)
     plane_tiles = tiles(size_y, size_x, th.tile_size)
-    planes: list[dict[str, Any]] = []
+    planes: list[PlaneQC] = []
     focus_edge = min(th.focus_crop, size_y, size_x)
     for c in range(size_c):
         acc = channels[c]
@@ -333,7 +347,7 @@ def _channel_summary(
     c: int,
     acc: _Channel,
     label: tuple[str, str],
-    planes: list[dict[str, Any]],
+    planes: list[PlaneQC],
     saturation_value: float | None,
     dtype: np.dtype[Any],
     significant: int | None,
@@ -341,7 +355,7 @@ def _channel_summary(
     th: Thresholds,
     *,
     rgb: bool,
-) -> dict[str, Any]:
+) -> ChannelQC:
     assert acc.hist is not None
     size_z, focus_edge = sizes
     hist = acc.hist
@@ -355,7 +369,7 @@ def _channel_summary(
     blank = [[p["t"], p["z"]] for p in mine if p["blank"]]
     first_t = [p for p in mine if p["t"] == 0]
     scored = [p for p in first_t if p["normalized_variance"] is not None]
-    best = max(scored, key=lambda p: p["normalized_variance"]) if scored else None
+    best = max(scored, key=lambda p: p["normalized_variance"] or 0.0) if scored else None
     fg_pixels, fg_zeros = acc.cells.foreground(th.foreground_level)
     nonzero = _nonzero(hist, acc.zeros)
     nonzero_median = nonzero.quantile(50.0) if acc.count > acc.zeros else math.nan
@@ -457,7 +471,7 @@ def thumbnail(
     return image
 
 
-def _window(channel: dict[str, Any]) -> tuple[float, float]:
+def _window(channel: ChannelQC) -> tuple[float, float]:
     """Thumbnail contrast: p0.1 to p99.9 (NaN when the channel has no finite pixel)."""
     low, high = channel["p0_1"], channel["p99_9"]
     return (math.nan, math.nan) if low is None or high is None else (low, high)
@@ -472,7 +486,7 @@ def run_qc(
     thumbnails: Path,
     thresholds: Thresholds,
     page: Path | None = None,
-) -> dict[str, Any]:
+) -> QCReport:
     """Measure every series of a dataset; write ``qc.json``, one thumbnail per series and
     the dataset's QC page.
 
@@ -496,20 +510,21 @@ def run_qc(
 
     Returns
     -------
-    dict
+    QCReport
         The content of ``qc.json``.
     """
     from PIL import Image
 
     from bioingest.qc_page import dataset_page
 
-    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record = read_metadata(record_path)
     src = zarr.open_group(intermediate, mode="r")
-    description = src.attrs[ATTR]
-    assert isinstance(description, dict)
+    description = read_intermediate(src)
+    if is_failure(record) or is_failure(description):
+        raise IngestError(intermediate, "holds no image: the source could not be read")
     final = zarr.open_group(store, mode="r")
     paths = image_paths(final)
-    series_out = []
+    series_out: list[SeriesQC] = []
     total = sum(s["shape"][0] * s["shape"][1] * s["shape"][2] for s in description["series"])
     progress = Progress(f"qc {record['dataset']}", total)
     with atomic.atomic_dir(thumbnails) as thumbs:
@@ -517,21 +532,19 @@ def run_qc(
             array = src[str(i)]
             assert isinstance(array, zarr.Array)
             rec = record["series"][i] if i < len(record["series"]) else None
-            labels = metadata.display_channels(
-                rec, int(info["shape"][1]), rgb=bool(info.get("rgb"))
-            )
+            labels = display_channels(rec, int(info["shape"][1]), rgb=bool(info.get("rgb")))
             rgb = bool(info.get("rgb"))
             result = _series_qc(array, rec, labels, thresholds, progress, rgb=rgb)
             source_hash = pixel_hash(array)
-            output_hash = (rec or {}).get("pixel_sha256", {}).get("value")
-            fidelity = "pass" if source_hash == output_hash else "fail"
-            flags = list((rec or {}).get("flags", []))
+            output_hash = rec["pixel_sha256"]["value"] if rec and "pixel_sha256" in rec else None
+            fidelity: Flag = "pass" if source_hash == output_hash else "fail"
+            flags = list(rec["flags"]) if rec else []
             group = final[paths[i]] if paths[i] else final
             assert isinstance(group, zarr.Group)
             windows = [_window(ch) for ch in result["channels"]]
             png = thumbs / f"series-{i}.png"
             Image.fromarray(thumbnail(group, labels, windows=windows)).save(png, optimize=True)
-            reasons = {}
+            reasons: dict[str, str] = {}
             if fidelity == "fail":
                 reasons["fidelity"] = "the final level 0 differs from the pixels read"
             statuses = [fidelity, *(ch["status"] for ch in result["channels"])]
@@ -551,7 +564,7 @@ def run_qc(
                     **result,
                 }
             )
-    qc = {
+    qc: QCReport = {
         "dataset": record["dataset"],
         "status": overall([s["status"] for s in series_out]),
         "metadata_status": overall([s["metadata"]["status"] for s in series_out]),
@@ -559,79 +572,8 @@ def run_qc(
         "thresholds": dataclasses.asdict(thresholds),
         "series": series_out,
     }
-    atomic.write_text(out, json.dumps(qc, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_text(out, qc_json(qc))
     if page is not None:
         atomic.write_text(page, dataset_page(qc, record, thumbnails=thumbnails, base=page.parent))
     log.info("qc %s: %s (metadata %s)", record["dataset"], qc["status"], qc["metadata_status"])
     return qc
-
-
-QC_COLUMNS = [
-    "dataset",
-    "series",
-    "channel",
-    "label",
-    "min",
-    "max",
-    "mean",
-    "std",
-    "median",
-    "p0_1",
-    "p99_9",
-    "saturated_fraction",
-    "zero_fraction",
-    "foreground_coverage",
-    "foreground_zero_fraction",
-    "empty_fraction",
-    "bits_used",
-    "bits_available",
-    "blank_planes",
-    "best_focus_z",
-    "uniformity_pct",
-    "fidelity",
-    "status",
-    "problems",
-    "metadata",
-]
-#: Columns copied from a channel of qc.json as they are.
-_CHANNEL_COLUMNS = QC_COLUMNS[3:21]
-
-
-def failing_checks(qc: dict[str, Any], flag: str) -> list[str]:
-    """Names of the image checks with ``flag`` anywhere in a dataset, sorted."""
-    return sorted(
-        {
-            name
-            for s in qc["series"]
-            for checks in (s["checks"], *(ch["checks"] for ch in s["channels"]))
-            for name, value in checks.items()
-            if value == flag
-        }
-    )
-
-
-def qc_rows(qc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One tidy row per series and channel (``QC_COLUMNS``); ``problems`` lists the
-    image checks that warn or fail, ``metadata`` the series' metadata flags."""
-    rows = []
-    for s in qc["series"]:
-        for ch in s["channels"]:
-            problems = [
-                f"{k}:{v}"
-                for k, v in {**s["checks"], **ch["checks"]}.items()
-                if v in ("warn", "fail")
-            ]
-            rows.append(
-                {
-                    "dataset": qc["dataset"],
-                    "series": s["series"],
-                    "channel": ch["channel"],
-                    **{k: ch[k] for k in _CHANNEL_COLUMNS if k != "blank_planes"},
-                    "blank_planes": len(ch["blank_planes"]),
-                    "fidelity": s["checks"]["fidelity"],
-                    "status": overall([ch["status"], *s["checks"].values()]),
-                    "problems": ";".join(problems),
-                    "metadata": ";".join(s["metadata"]["flags"]),
-                }
-            )
-    return [{k: r.get(k) for k in QC_COLUMNS} for r in rows]

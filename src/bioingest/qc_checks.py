@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-FLAGS = ("n/a", "pass", "warn", "fail")
+if TYPE_CHECKING:
+    from bioingest.records import CheckResults, Flag
+
+FLAGS: tuple[Flag, ...] = ("n/a", "pass", "warn", "fail")
 #: Severity for sorting: ``n/a`` is below ``pass`` (nothing to act on).
 SEVERITY = {flag: i for i, flag in enumerate(FLAGS)}
 
@@ -44,22 +47,22 @@ class Thresholds:
 class Check:
     """One check's outcome."""
 
-    flag: str
+    flag: Flag
     value: float | None = None
     reason: str = ""
 
 
-def worst(flags: list[str]) -> str:
+def worst(flags: list[Flag]) -> Flag:
     """The most severe flag; ``pass`` when there is none or all are ``n/a``."""
     return FLAGS[max((SEVERITY[f] for f in flags), default=1)] if flags else "pass"
 
 
-def overall(flags: list[str]) -> str:
+def overall(flags: list[Flag]) -> Flag:
     """Status of a group of checks: the worst, where ``n/a`` counts as ``pass``."""
     return worst([f for f in flags if f != "n/a"])
 
 
-def grade(value: float, warn: float, fail: float | None = None, *, low: bool) -> str:
+def grade(value: float, warn: float, fail: float | None = None, *, low: bool) -> Flag:
     """Grade a value: with ``low`` small values are bad, otherwise large values are."""
 
     def beyond(limit: float) -> bool:
@@ -243,7 +246,7 @@ def channel_checks(f: ChannelFacts, th: Thresholds) -> dict[str, Check]:
     }
 
 
-def as_json(checks: dict[str, Check]) -> dict[str, Any]:
+def as_json(checks: dict[str, Check]) -> CheckResults:
     """``checks`` (name → flag) and ``reasons`` (name → line, for every non-pass flag)."""
     return {
         "checks": {k: c.flag for k, c in checks.items()},

@@ -8,8 +8,8 @@ to open each image in a viewer. No scripts and no network.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from bioingest.html_parts import (
     STYLE,
@@ -21,9 +21,10 @@ from bioingest.html_parts import (
     svg_histogram,
     web_path,
 )
+from bioingest.records import MetadataRecord, QCReport, SeriesQC
 
 
-def _check_cells(checks: dict[str, str], reasons: dict[str, str]) -> str:
+def _check_cells(checks: Mapping[str, str], reasons: Mapping[str, str]) -> str:
     """One line per check that is not ``pass`` (fail first) with its reason, then the
     checks that pass on one line."""
     order = {"fail": 0, "warn": 1, "n/a": 2, "pass": 3}
@@ -43,7 +44,7 @@ def _check_cells(checks: dict[str, str], reasons: dict[str, str]) -> str:
     return "<br>".join(lines)
 
 
-def _series_block(s: dict[str, Any], name: str, store: str, thumbs: str) -> str:
+def _series_block(s: SeriesQC, name: str, store: str, thumbs: str) -> str:
     rows = "".join(
         f"<tr><td>{fmt(ch['label'])}</td><td>{badge(ch['status'])}</td>"
         f"<td class=checks>{_check_cells(ch['checks'], ch['reasons'])}</td>"
@@ -81,9 +82,7 @@ def _series_block(s: dict[str, Any], name: str, store: str, thumbs: str) -> str:
     )
 
 
-def dataset_page(
-    qc: dict[str, Any], record: dict[str, Any], *, thumbnails: Path, base: Path
-) -> str:
+def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base: Path) -> str:
     """HTML of ``qc.html`` for one dataset.
 
     Parameters
@@ -100,12 +99,10 @@ def dataset_page(
     name = qc["dataset"]
     store = qc["store"]["path"]
     thumbs = thumbnails.relative_to(base).as_posix() if thumbnails.is_relative_to(base) else ""
-    score = record.get("completeness", {})
+    score = record["completeness"]
     completeness = (
         f"{html.escape(str(score['nbo_tier']))} (tier 1 {score['tier1_pct']:g} %, "
         f"tier 2 {score['tier2_pct']:g} %)"
-        if score
-        else ""
     )
     version = "0.5" if qc["store"]["zarr_format"] == 3 else "0.4"
     blocks = "".join(_series_block(s, name, store, thumbs or "thumbnails") for s in qc["series"])
@@ -116,8 +113,8 @@ def dataset_page(
         f"<h1>{html.escape(name)}</h1>"
         f"<p>Image quality {badge(qc['status'])} · metadata {badge(qc['metadata_status'])}"
         f" · completeness {completeness}</p>"
-        f"<p>Source {html.escape(str(record.get('source_file', '')))} "
-        f"({html.escape(str(record.get('reader_format', '')))}), {len(qc['series'])} series; "
+        f"<p>Source {html.escape(record['source_file'])} "
+        f"({html.escape(record['reader_format'])}), {len(qc['series'])} series; "
         f"store <code>{html.escape(store)}</code> (NGFF {version}). Run the commands in the "
         "run's output folder; the links work when that folder is served over HTTP.</p>"
         f"{VIEWER_HELP}"

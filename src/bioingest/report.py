@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bioingest import atomic
 from bioingest.html_parts import STYLE, VIEWER_HELP, badge, napari_command
+from bioingest.records import (
+    MetadataRecord,
+    QCReport,
+    failing_checks,
+    flagged_checks,
+    is_failure,
+    read_metadata,
+    read_qc,
+)
 
 #: Sort rank of a dataset's state: what needs action first.
 RANK = {"failed": 0, "fail": 1, "warn": 2, "missing": 3, "pass": 4, "n/a": 5}
@@ -82,34 +89,17 @@ def failure_from_logs(out_dir: Path, name: str) -> FailedDataset | None:
     return None
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
-def _first_reason(qc: dict[str, Any], flag: str) -> str:
+def _first_reason(qc: QCReport, flag: str) -> str:
     """``check: reason`` of the first check with ``flag`` (series, then channel order)."""
-    for s in qc["series"]:
-        for name, value in s["checks"].items():
-            if value == flag:
-                return f"{name}: {s['reasons'].get(name, '')} (series {s['series']})"
-        for ch in s["channels"]:
-            for name, value in ch["checks"].items():
-                if value == flag:
-                    where = f"series {s['series']}, {ch['label']}"
-                    return f"{name}: {ch['reasons'].get(name, '')} ({where})"
+    for s, ch, name in flagged_checks(qc, flag):
+        if ch is None:
+            return f"{name}: {s['reasons'].get(name, '')} (series {s['series']})"
+        where = f"series {s['series']}, {ch['label']}"
+        return f"{name}: {ch['reasons'].get(name, '')} ({where})"
     return ""
 
 
-def _checks_with(qc: dict[str, Any], flag: str) -> list[str]:
-    from bioingest.qc import failing_checks
-
-    return failing_checks(qc, flag)
-
-
-def _sizes(record: dict[str, Any]) -> str:
+def _sizes(record: MetadataRecord) -> str:
     series = record["series"]
     if not series:
         return ""
@@ -132,11 +122,12 @@ class _Row:
 
 def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
     esc = html.escape(name)
-    record = _load(out_dir / name / "metadata.json")
-    qc = _load(out_dir / name / "qc.json")
+    record_path, qc_path = out_dir / name / "metadata.json", out_dir / name / "qc.json"
+    loaded = read_metadata(record_path) if record_path.is_file() else None
+    report = read_qc(qc_path) if qc_path.is_file() else None
     # A dataset whose conversion failed has failure records in their place.
-    record = None if record and "failure" in record else record
-    qc = None if qc and "failure" in qc else qc
+    record = None if loaded is None or is_failure(loaded) else loaded
+    qc = None if report is None or is_failure(report) else report
     state = "failed" if failure else ("ok" if qc else "missing")
     quality = "missing" if qc is None else str(qc["status"])
     metadata = "missing" if qc is None else str(qc.get("metadata_status", "missing"))
@@ -145,7 +136,7 @@ def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
         problem = f"{html.escape(failure.step)}: {html.escape(failure.reason)}"
         detail = f'<td class="reason">{problem}</td>'
     elif qc:
-        fails, warns = _checks_with(qc, "fail"), _checks_with(qc, "warn")
+        fails, warns = failing_checks(qc, "fail"), failing_checks(qc, "warn")
         worst = "fail" if fails else ("warn" if warns else "")
         listed = "; ".join(
             f"{flag} {', '.join(names)}"

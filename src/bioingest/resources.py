@@ -9,12 +9,13 @@ inventory), the uncompressed pixels for the later stages (known after ``convert`
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bioingest.records import is_failure, read_source
 
 MIB = 1024 * 1024
 # Memory a Python process with numpy, zarr and the codecs needs before any pixel.
@@ -106,8 +107,8 @@ def series_bytes(source_json: Path) -> list[int]:
     as "not known yet" and asks again when the job is ready to run. A conversion that
     failed on bad input lists no series.
     """
-    with open(source_json, encoding="utf-8") as fh:
-        series = json.load(fh).get("series", [])
+    description = read_source(source_json)
+    series = [] if is_failure(description) else description["series"]
     return [math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize for s in series]
 
 
