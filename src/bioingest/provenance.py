@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bioingest import __version__, atomic
-from bioingest.checksum import MANIFEST, WORKFLOW_COPY, read_manifest
+from bioingest import __version__, atomic, layout
+from bioingest.checksum import read_manifest
+from bioingest.layout import WORKFLOW_COPY
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]
 PROFILES = [
@@ -146,9 +147,12 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
         if "failure" in record:  # not converted: nothing to deposit
             continue
         name = record["dataset"]
-        rows.append(f"{name}/{name}.ome.zarr\t{name}\timage\tOME-Zarr\t{organism}\t{method}")
-        rows.append(f"{name}/{name}.ome.xml\t{name}\tmetadata\tOME-XML\t{organism}\t{method}")
-        rows.append(f"{name}/metadata.json\t{name}\tmetadata\tJSON\t{organism}\t{method}")
+        for path, kind, file_format in (
+            (layout.store("", name), "image", "OME-Zarr"),
+            (layout.ome_xml("", name), "metadata", "OME-XML"),
+            (layout.metadata("", name), "metadata", "JSON"),
+        ):
+            rows.append(f"{path}\t{name}\t{kind}\t{file_format}\t{organism}\t{method}")
     return "\n".join(rows) + "\n"
 
 
@@ -172,7 +176,7 @@ def copy_workflow(out_dir: Path) -> list[Path]:
     """Copy the workflow definition into ``OUT/_workflow``; return the copied files
     relative to ``out_dir``."""
     files = _workflow_files()
-    with atomic.atomic_dir(out_dir / WORKFLOW_COPY) as tmp:
+    with atomic.atomic_dir(layout.workflow_copy(out_dir)) as tmp:
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(WORKFLOW_DIR / rel, tmp / rel)
@@ -271,11 +275,11 @@ def run_crate(
             },
         )
     )
-    main = f"{WORKFLOW_COPY}/Snakefile"
+    main = layout.join(layout.workflow_copy(""), "Snakefile")
     if not (out_dir / main).is_file():
         raise FileNotFoundError(out_dir / main)
     workflow: Any = None
-    for path in sorted((out_dir / WORKFLOW_COPY).rglob("*")):
+    for path in sorted(layout.workflow_copy(out_dir).rglob("*")):
         if not path.is_file():
             continue
         rel = path.relative_to(out_dir).as_posix()
@@ -349,7 +353,7 @@ def run_crate(
             },
         )
         inputs.append(crate.add(entity))
-    manifest = read_manifest(out_dir / MANIFEST)
+    manifest = read_manifest(layout.manifest(out_dir))
     outputs = []
     for rel, digest in sorted(manifest.items()):
         outputs.append(
@@ -402,7 +406,7 @@ def write_run_crate(out_dir: Path, **kwargs: Any) -> Path:
     """Copy the workflow into the output folder, then write ``ro-crate-metadata.json`` at
     its top."""
     copy_workflow(out_dir)
-    target = out_dir / "ro-crate-metadata.json"
+    target = layout.run_crate(out_dir)
     text = json.dumps(run_crate(out_dir, **kwargs), indent=2, ensure_ascii=False)
     atomic.write_text(target, text + "\n")
     return target
