@@ -18,25 +18,23 @@ from typing import Any
 
 import zarr
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.pixelhash import pixel_hash
 
 log = logging.getLogger("bioingest")
 
-MANIFEST = "manifest-sha256.txt"
+MANIFEST = layout.MANIFEST
 #: Written after (or while) the manifest is made: the provenance with run times and the
 #: logs of those two steps. Everything else under the output folder is listed.
-NOT_LISTED = frozenset(
-    {MANIFEST, "ro-crate-metadata.json", "logs/manifest.log", "logs/provenance.log"}
-)
+NOT_LISTED = layout.NOT_LISTED
 #: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
 SNAKEMAKE_MARK = ".snakemake_timestamp"
 #: Work folder of convert (temporary unless keep_intermediate): not a deliverable.
-WORK_DIR = "intermediate"
-#: First-level folders of the run itself; no dataset may take these names.
+WORK_DIR = layout.INTERMEDIATE
 #: The workflow's copy written with the RO-Crate, after the manifest (the crate lists it).
-WORKFLOW_COPY = "_workflow"
-RUN_FOLDERS = frozenset({"logs", "summary", WORK_DIR, WORKFLOW_COPY})
+WORKFLOW_COPY = layout.WORKFLOW_COPY
+#: First-level folders of the run itself; no dataset may take these names.
+RUN_FOLDERS = layout.RUN_FOLDERS
 _READ = 4 * 1024 * 1024
 
 
@@ -148,30 +146,34 @@ def _files_below(path: Path, out_dir: Path) -> list[str]:
 
 
 def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
-    """This run's files: ``outputs`` (files and folders) and the logs of their datasets.
+    """This run's files: ``outputs`` (files and folders) and the logs of their steps.
 
     A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: all
-    of it is listed, and its logs under ``logs/<dataset>/``. Run-level logs
-    (``logs/*.log``) are listed too.
-    Folders left by earlier runs whose inputs are gone are not this run's: never listed.
+    of it is listed, and the logs of its steps (:func:`bioingest.layout.step_logs`).
+    The log of the step that wrote each run-level output is listed too. No folder of
+    ``out_dir`` is searched for other files: folders left by earlier runs whose inputs
+    are gone are not this run's, and are never listed.
     """
     rels: set[str] = set()
     datasets: set[str] = set()
+    logs: list[Path] = []
     for path in outputs:
         rel = Path(os.path.relpath(path, out_dir)).as_posix()
         top = rel.split("/", 1)[0]
         if "/" in rel and top not in RUN_FOLDERS:
             datasets.add(top)
         rels.update(_files_below(path, out_dir))
+        step_log = layout.run_level_log(out_dir, rel)
+        if step_log is not None:
+            logs.append(step_log)
     for name in sorted(datasets):
         # Everything in a dataset's folder is that dataset's (OME-XML, fixity, thumbnails).
-        rels.update(_files_below(out_dir / name, out_dir))
-    logs = out_dir / "logs"
-    if logs.is_dir():
-        rels.update(r for f in sorted(logs.glob("*.log")) for r in _files_below(f, out_dir))
-        for name in sorted(datasets):
-            if (logs / name).is_dir():
-                rels.update(_files_below(logs / name, out_dir))
+        rels.update(_files_below(layout.dataset_dir(out_dir, name), out_dir))
+        logs += layout.step_logs(out_dir, name)
+    for log_file in logs:
+        for found in (log_file, layout.trace_of(log_file)):
+            if found.is_file():
+                rels.update(_files_below(found, out_dir))
     return sorted(rels)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.html_parts import STYLE, VIEWER_HELP, badge, napari_command
 
 #: Sort rank of a dataset's state: what needs action first.
@@ -71,11 +71,9 @@ def failure_reason(out_dir: Path, name: str) -> str | None:
 
 
 def failure_from_logs(out_dir: Path, name: str) -> FailedDataset | None:
-    """The dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step."""
-    logs = out_dir / "logs" / name
-    if not logs.is_dir():
-        return None
-    for log in sorted(logs.glob("*.log")):
+    """The dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step
+    (the logs of its steps: :func:`bioingest.layout.step_logs`)."""
+    for log in layout.step_logs(out_dir, name):
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("ERROR "):
                 return FailedDataset(name, log.stem, line[len("ERROR ") :])
@@ -132,8 +130,8 @@ class _Row:
 
 def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
     esc = html.escape(name)
-    record = _load(out_dir / name / "metadata.json")
-    qc = _load(out_dir / name / "qc.json")
+    record = _load(layout.metadata(out_dir, name))
+    qc = _load(layout.qc(out_dir, name))
     # A dataset whose conversion failed has failure records in their place.
     record = None if record and "failure" in record else record
     qc = None if qc and "failure" in qc else qc
@@ -160,13 +158,13 @@ def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
     if record:
         c = record["completeness"]
         score = f"{html.escape(c['nbo_tier'])} ({c['tier1_pct']:g}/{c['tier2_pct']:g} %)"
-    store = f"{name}/{qc['store']['path']}" if qc else f"{name}/{name}.ome.zarr"
+    store = layout.join(name, qc["store"]["path"]) if qc else layout.store("", name)
     opened = (
         f'<code>{html.escape(napari_command(store))}</code> <a href="{html.escape(store)}/">web</a>'
         if qc
         else ""
     )
-    link = f'<a href="{esc}/qc.html">{esc}</a>' if qc else esc
+    link = f'<a href="{html.escape(layout.qc_page("", name))}">{esc}</a>' if qc else esc
     cells = (
         f"<td>{link}</td><td data-s={rank}>{badge(state)}</td>"
         f"<td data-s={RANK[quality]}>{badge(quality)}</td>{detail}"
@@ -185,7 +183,8 @@ def skipped_summary(inventory_tsv: Path) -> str:
     return (
         f"<p>{len(rows)} files under the input folder; {sum(reasons.values())} skipped"
         + (f" ({listed})" if listed else "")
-        + '. Every file and its dataset: <a href="inventory.tsv">inventory.tsv</a>.</p>'
+        + f'. Every file and its dataset: <a href="{layout.INVENTORY_TSV}">'
+        + f"{layout.INVENTORY_TSV}</a>.</p>"
     )
 
 
@@ -274,6 +273,6 @@ def write_report(
 ) -> Path:
     """Write ``report.html`` for ``datasets`` into ``out_dir`` (or ``out``); see
     :func:`build_report` for ``failed`` and ``inventory``."""
-    target = out or out_dir / "report.html"
+    target = out or layout.report(out_dir)
     atomic.write_text(target, build_report(out_dir, datasets, failed=failed, inventory=inventory))
     return target
