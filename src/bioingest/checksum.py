@@ -23,18 +23,8 @@ from bioingest.pixelhash import pixel_hash
 
 log = logging.getLogger("bioingest")
 
-MANIFEST = layout.MANIFEST
-#: Written after (or while) the manifest is made: the provenance with run times and the
-#: logs of those two steps. Everything else under the output folder is listed.
-NOT_LISTED = layout.NOT_LISTED
 #: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
 SNAKEMAKE_MARK = ".snakemake_timestamp"
-#: Work folder of convert (temporary unless keep_intermediate): not a deliverable.
-WORK_DIR = layout.INTERMEDIATE
-#: The workflow's copy written with the RO-Crate, after the manifest (the crate lists it).
-WORKFLOW_COPY = layout.WORKFLOW_COPY
-#: First-level folders of the run itself; no dataset may take these names.
-RUN_FOLDERS = layout.RUN_FOLDERS
 _READ = 4 * 1024 * 1024
 
 
@@ -139,7 +129,7 @@ def _files_below(path: Path, out_dir: Path) -> list[str]:
     return [
         r
         for r in rels
-        if r not in NOT_LISTED
+        if r not in layout.NOT_LISTED
         and not r.endswith(".partial")
         and r.rsplit("/", 1)[-1] != SNAKEMAKE_MARK
     ]
@@ -160,7 +150,7 @@ def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
     for path in outputs:
         rel = Path(os.path.relpath(path, out_dir)).as_posix()
         top = rel.split("/", 1)[0]
-        if "/" in rel and top not in RUN_FOLDERS:
+        if "/" in rel and top not in layout.RUN_FOLDERS:
             datasets.add(top)
         rels.update(_files_below(path, out_dir))
         step_log = layout.run_level_log(out_dir, rel)
@@ -185,10 +175,12 @@ def output_files(out_dir: Path) -> list[str]:
             d for d in dirnames if not d.endswith(".partial") and not d.startswith(".")
         )
         if Path(dirpath) == out_dir:
-            dirnames[:] = [d for d in dirnames if d not in (WORK_DIR, WORKFLOW_COPY)]
+            work = (layout.INTERMEDIATE, layout.WORKFLOW_COPY)
+            dirnames[:] = [d for d in dirnames if d not in work]
         for name in filenames:
             rel = Path(os.path.relpath(Path(dirpath) / name, out_dir)).as_posix()
-            if rel not in NOT_LISTED and not name.endswith(".partial") and name != SNAKEMAKE_MARK:
+            listed = rel not in layout.NOT_LISTED and name != SNAKEMAKE_MARK
+            if listed and not name.endswith(".partial"):
                 rels.append(rel)
     return sorted(rels)
 
@@ -200,7 +192,7 @@ def write_manifest(
     rels = run_files(out_dir, outputs)
     log.info("manifest: hashing %d files with %d threads", len(rels), threads)
     digests = hash_files([out_dir / r for r in rels], threads=threads)
-    target = out or out_dir / MANIFEST
+    target = out or layout.manifest(out_dir)
     atomic.write_text(target, format_manifest(dict(zip(rels, digests, strict=True))))
     return target
 
@@ -231,9 +223,9 @@ def _pixel_problems(out_dir: Path, records: list[str]) -> list[str]:
     for record_path in (out_dir / rel for rel in records):
         record = json.loads(record_path.read_text(encoding="utf-8"))
         name = record["dataset"]
-        store = record_path.parent / f"{name}.ome.zarr"
+        store = layout.store(record_path.parent.parent, name)
         if not store.is_dir():
-            problems.append(f"missing: {name}/{name}.ome.zarr")
+            problems.append(f"missing: {layout.store('', name)}")
             continue
         actual = store_pixel_hashes(store)
         expected = [s.get("pixel_sha256", {}).get("value") for s in record["series"]]
@@ -270,7 +262,7 @@ def verify(
     threads
         Parallel hashing threads.
     """
-    manifest = against or out_dir / MANIFEST
+    manifest = against or layout.manifest(out_dir)
     if not manifest.is_file():
         return [f"missing: {manifest}"]
     expected = read_manifest(manifest)
@@ -283,14 +275,14 @@ def verify(
         for rel in output_files(out_dir)
         if rel.split("/", 1)[0] in tops
         and (
-            not rel.startswith("logs/")
+            not rel.startswith(f"{layout.LOGS}/")
             or rel.count("/") == 1
             or "/".join(rel.split("/")[:2]) in log_dirs
         )
     }
 
     def in_store(rel: str) -> bool:
-        return pixels and ".ome.zarr/" in rel
+        return pixels and f"{layout.STORE_SUFFIX}/" in rel
 
     problems = [
         f"missing: {rel}" for rel in sorted(expected) if rel not in actual and not in_store(rel)
@@ -303,9 +295,11 @@ def verify(
         if digest != expected[rel]:
             problems.append(f"changed: {rel}")
     if pixels:
-        records = sorted(r for r in expected if r.count("/") == 1 and r.endswith("/metadata.json"))
+        records = sorted(
+            r for r in expected if r.count("/") == 1 and r.endswith(f"/{layout.METADATA}")
+        )
         problems += _pixel_problems(out_dir, records)
     if sources_root is not None:
-        for rel in sorted(r for r in expected if r.endswith("/source-sha256.txt")):
+        for rel in sorted(r for r in expected if r.endswith(f"/{layout.SOURCE_FIXITY}")):
             problems += check_sources(out_dir / rel, root=sources_root, threads=threads)
     return problems

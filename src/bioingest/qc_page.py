@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from bioingest import layout
 from bioingest.html_parts import (
     STYLE,
     VIEWER_HELP,
@@ -108,11 +109,12 @@ def dataset_page(
         else ""
     )
     version = "0.5" if qc["store"]["zarr_format"] == 3 else "0.4"
-    blocks = "".join(_series_block(s, name, store, thumbs or "thumbnails") for s in qc["series"])
+    thumbs = thumbs or layout.THUMBNAILS
+    blocks = "".join(_series_block(s, name, store, thumbs) for s in qc["series"])
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(name)}: QC</title><style>{STYLE}</style></head><body>"
-        f'<p><a href="../report.html">← run report</a></p>'
+        f'<p><a href="../{layout.REPORT}">← run report</a></p>'
         f"<h1>{html.escape(name)}</h1>"
         f"<p>Image quality {badge(qc['status'])} · metadata {badge(qc['metadata_status'])}"
         f" · completeness {completeness}</p>"
