@@ -197,6 +197,60 @@ def write_manifest(
     return target
 
 
+def write_run_manifest(
+    out_dir: Path,
+    outputs: list[Path],
+    *,
+    fixity: list[Path],
+    failed: Path | None = None,
+    sources_root: Path | None = None,
+    threads: int = 2,
+    out: Path | None = None,
+) -> Path:
+    """The run's manifest step: re-check the sources, then hash the run's files.
+
+    Parameters
+    ----------
+    out_dir
+        The run's output folder.
+    outputs
+        The deliverables the rule declares (files and folders); see :func:`run_files`.
+    fixity
+        ``source-sha256.txt`` of every dataset: their sources are re-checked first.
+    failed
+        ``failed.tsv``: the files of the datasets it lists are left out.
+    sources_root
+        Input folder the sources are re-checked in; None checks none.
+    threads
+        Parallel hashing threads.
+    out
+        Manifest to write (default: ``OUT/manifest-sha256.txt``).
+
+    Raises
+    ------
+    IngestError
+        When a source is missing or changed since the run recorded it.
+    """
+    from bioingest.errors import IngestError
+    from bioingest.outcomes import read_failures
+
+    left_out = {f.dataset for f in read_failures(failed)} if failed is not None else set()
+    kept = [p for p in outputs if _dataset_of(p, out_dir) not in left_out]
+    problems = []
+    if sources_root is not None:
+        for path in (f for f in fixity if _dataset_of(f, out_dir) not in left_out):
+            problems += check_sources(path, root=sources_root, threads=threads)
+    if problems:
+        raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
+    return write_manifest(out_dir, kept, out=out, threads=threads)
+
+
+def _dataset_of(path: Path, out_dir: Path) -> str:
+    """The first folder of ``path`` below ``out_dir`` (a dataset's name, or '')."""
+    parts = path.relative_to(out_dir).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
 def image_paths(root: zarr.Group) -> list[str]:
     """Group path of every multiscale image of an OME-Zarr, in series order."""
     attrs: dict[str, Any] = dict(root.attrs)

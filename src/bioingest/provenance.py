@@ -156,6 +156,23 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def write_bia_file_list(
+    out: Path,
+    records: list[Path],
+    *,
+    failed: Path | None = None,
+    study: dict[str, Any] | None = None,
+) -> None:
+    """Write the BioImage Archive file list (:func:`bia_file_list`) to ``out``, leaving
+    out the datasets ``failed`` (``failed.tsv``) lists."""
+    if failed is not None:
+        from bioingest.outcomes import read_failures
+
+        left_out = {f.dataset for f in read_failures(failed)}
+        records = [r for r in records if layout.name_of_record(r) not in left_out]
+    atomic.write_text(out, bia_file_list(records, study=study))
+
+
 #: The workflow's own files, copied into the run's crate so that it names exactly what ran.
 WORKFLOW_FILES = ("Snakefile", "workflow", "config/config.yaml")
 #: Configuration keys holding paths of this machine: the crate keeps their last part only.

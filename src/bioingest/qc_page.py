@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bioingest import layout
+from bioingest import atomic, layout
 from bioingest.html_parts import (
     STYLE,
     VIEWER_HELP,
@@ -22,6 +22,7 @@ from bioingest.html_parts import (
     svg_histogram,
     web_path,
 )
+from bioingest.outcomes import failure_record
 
 
 def _check_cells(checks: dict[str, str], reasons: dict[str, str]) -> str:
@@ -125,3 +126,23 @@ def dataset_page(
         f"{VIEWER_HELP}"
         f'<div class="series">{blocks}</div></body></html>\n'
     )
+
+
+def not_converted_page(name: str, failure: dict[str, str]) -> str:
+    """HTML of ``qc.html`` for a dataset whose conversion failed: why, nothing else."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}"
+        f"</title></head><body><h1>{html.escape(name)}</h1><p>Not converted "
+        f"({html.escape(failure['step'])}): {html.escape(failure['reason'])}</p></body></html>\n"
+    )
+
+
+def write_not_converted(
+    name: str, failure: dict[str, str], *, out: Path, thumbnails: Path, page: Path | None
+) -> None:
+    """The QC step's outputs for a dataset whose conversion failed: a failure record as
+    ``qc.json``, an empty thumbnails folder and, when asked for, the page saying why."""
+    atomic.write_text(out, failure_record(name, failure))
+    thumbnails.mkdir(parents=True, exist_ok=True)
+    if page:
+        atomic.write_text(page, not_converted_page(name, failure))

@@ -64,6 +64,12 @@ def read_failed(path: Path) -> list[FailedDataset]:
     ]
 
 
+def read_dataset_names(path: Path) -> list[str]:
+    """Dataset names from a file with one per line (its first tab-separated column)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split("\t")[0] for line in lines if line.strip()]
+
+
 def failure_reason(out_dir: Path, name: str) -> str | None:
     """The first ``ERROR`` line of the dataset's logs, without its level, or None."""
     failed = failure_from_logs(out_dir, name)
