@@ -119,6 +119,17 @@ def test_layout_names_back_and_logs() -> None:
         "summary/channels.tsv",
         "summary/channels.parquet",
     ]
+    assert layout.dataset_files("", "a") == [
+        "a/a.ome.zarr",
+        "a/a.ome.xml",
+        "a/a.source.json",
+        "a/source-sha256.txt",
+        "a/metadata.json",
+        "a/qc.json",
+        "a/qc.html",
+        "a/thumbnails",
+        "a/a.ome.tif",
+    ]
     assert layout.run_level_log("", "summary/images.parquet") == "logs/metadata_tables.log"
     assert layout.run_level_log("", "failed.tsv") == "logs/outcomes.log"
     assert layout.run_level_log("", "a/qc.json") is None

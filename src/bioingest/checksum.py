@@ -138,8 +138,9 @@ def _files_below(path: Path, out_dir: Path) -> list[str]:
 def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
     """This run's files: ``outputs`` (files and folders) and the logs of their steps.
 
-    A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: all
-    of it is listed, and the logs of its steps (:func:`bioingest.layout.step_logs`).
+    A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: every
+    file its steps write is listed (:func:`bioingest.layout.dataset_files`), and the logs
+    of its steps (:func:`bioingest.layout.step_logs`).
     The log of the step that wrote each run-level output is listed too. No folder of
     ``out_dir`` is searched for other files: folders left by earlier runs whose inputs
     are gone are not this run's, and are never listed.
@@ -157,8 +158,10 @@ def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
         if step_log is not None:
             logs.append(step_log)
     for name in sorted(datasets):
-        # Everything in a dataset's folder is that dataset's (OME-XML, fixity, thumbnails).
-        rels.update(_files_below(layout.dataset_dir(out_dir, name), out_dir))
+        # Every file its steps write is that dataset's (OME-XML, fixity, thumbnails).
+        for path in layout.dataset_files(out_dir, name):
+            if path.exists():
+                rels.update(_files_below(path, out_dir))
         logs += layout.step_logs(out_dir, name)
     for log_file in logs:
         for found in (log_file, layout.trace_of(log_file)):

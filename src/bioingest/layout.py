@@ -151,6 +151,25 @@ def ome_tiff(out: P, name: str) -> P:
     return join(out, name, name + OME_TIFF_SUFFIX)
 
 
+def dataset_files(out: P, name: str) -> list[P]:
+    """Every file and folder a dataset's steps write into its folder (``OUT/NAME``),
+    whether or not this run's configuration writes it (``NAME.ome.tif``)."""
+    return [
+        fn(out, name)
+        for fn in (
+            store,
+            ome_xml,
+            source_json,
+            source_fixity,
+            metadata,
+            qc,
+            qc_page,
+            thumbnails,
+            ome_tiff,
+        )
+    ]
+
+
 def not_converted(store_dir: P) -> P:
     """``NAME.ome.zarr/NOT-CONVERTED.txt``: the note in a failed dataset's store."""
     return join(store_dir, NOT_CONVERTED)
