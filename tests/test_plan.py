@@ -318,3 +318,15 @@ def test_failure_messages(tmp_path: Path) -> None:
         "FAILED /data/in/x/bad.czi: corrupt",
         f"1 dataset(s) failed: see {out}/failed.tsv and {out}/report.html",
     ]
+
+
+def test_the_rules_log_where_layout_looks() -> None:
+    """The manifest and the report find logs by step name: the rules must use the same."""
+    import re
+
+    text = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    run_steps = set(re.findall(r'layout\.run_log\(OUT, "(\w+)"\)', text))
+    dataset_steps = set(re.findall(r'layout\.dataset_log\(OUT, "\{dataset\}", "(\w+)"\)', text))
+    assert run_steps == set(layout.RUN_LEVEL_STEP.values())
+    assert dataset_steps == set(layout.DATASET_STEPS)
+    assert 'layout.part_log(OUT, "{dataset}", "{part}")' in text

@@ -196,11 +196,6 @@ def assembled(out: P, name: str) -> P:
 # -- logs -------------------------------------------------------------------------------
 
 
-def dataset_logs(out: P, name: str) -> P:
-    """``OUT/logs/NAME``: folder of the dataset's logs."""
-    return join(out, LOGS, name)
-
-
 def dataset_log(out: P, name: str, step: str) -> P:
     """``OUT/logs/NAME/STEP.log``: log of one step of a dataset."""
     return join(out, LOGS, name, f"{step}.log")
@@ -270,11 +265,6 @@ def report(out: P) -> P:
     return join(out, REPORT)
 
 
-def summary_dir(out: P) -> P:
-    """``OUT/summary``: folder of the run's tables."""
-    return join(out, SUMMARY)
-
-
 def summary_table(out: P, table: str, ext: str = "tsv") -> P:
     """``OUT/summary/TABLE.EXT``: one of the run's tables."""
     return join(out, SUMMARY, f"{table}.{ext}")
@@ -333,17 +323,6 @@ def name_of_source_json(path: PurePath) -> str:
 def name_of_record(path: PurePath) -> str:
     """The dataset's name from a file directly in its folder (``NAME/metadata.json``)."""
     return path.parent.name
-
-
-def dataset_of(rel: str) -> str:
-    """The dataset a path relative to the output folder belongs to, or ``""`` for the
-    run's own files and folders (``logs/NAME/…`` belongs to ``NAME``)."""
-    parts = rel.split("/")
-    if parts[0] == LOGS:
-        return parts[1] if len(parts) > 2 else ""
-    if len(parts) < 2 or parts[0] in RUN_FOLDERS:
-        return ""
-    return parts[0]
 
 
 def run_level_log(out: P, rel: str) -> P | None:
