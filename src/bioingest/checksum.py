@@ -17,26 +17,14 @@ from pathlib import Path
 
 import zarr
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.pixelhash import pixel_hash
 from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
 
-MANIFEST = "manifest-sha256.txt"
-#: Written after (or while) the manifest is made: the provenance with run times and the
-#: logs of those two steps. Everything else under the output folder is listed.
-NOT_LISTED = frozenset(
-    {MANIFEST, "ro-crate-metadata.json", "logs/manifest.log", "logs/provenance.log"}
-)
 #: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
 SNAKEMAKE_MARK = ".snakemake_timestamp"
-#: Work folder of convert (temporary unless keep_intermediate): not a deliverable.
-WORK_DIR = "intermediate"
-#: First-level folders of the run itself; no dataset may take these names.
-#: The workflow's copy written with the RO-Crate, after the manifest (the crate lists it).
-WORKFLOW_COPY = "_workflow"
-RUN_FOLDERS = frozenset({"logs", "summary", WORK_DIR, WORKFLOW_COPY})
 _READ = 4 * 1024 * 1024
 
 
@@ -141,37 +129,44 @@ def _files_below(path: Path, out_dir: Path) -> list[str]:
     return [
         r
         for r in rels
-        if r not in NOT_LISTED
+        if r not in layout.NOT_LISTED
         and not r.endswith(".partial")
         and r.rsplit("/", 1)[-1] != SNAKEMAKE_MARK
     ]
 
 
 def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
-    """This run's files: ``outputs`` (files and folders) and the logs of their datasets.
+    """This run's files: ``outputs`` (files and folders) and the logs of their steps.
 
-    A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: all
-    of it is listed, and its logs under ``logs/<dataset>/``. Run-level logs
-    (``logs/*.log``) are listed too.
-    Folders left by earlier runs whose inputs are gone are not this run's: never listed.
+    A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: every
+    file its steps write is listed (:func:`bioingest.layout.dataset_files`), and the logs
+    of its steps (:func:`bioingest.layout.step_logs`).
+    The log of the step that wrote each run-level output is listed too. No folder of
+    ``out_dir`` is searched for other files: folders left by earlier runs whose inputs
+    are gone are not this run's, and are never listed.
     """
     rels: set[str] = set()
     datasets: set[str] = set()
+    logs: list[Path] = []
     for path in outputs:
         rel = Path(os.path.relpath(path, out_dir)).as_posix()
         top = rel.split("/", 1)[0]
-        if "/" in rel and top not in RUN_FOLDERS:
+        if "/" in rel and top not in layout.RUN_FOLDERS:
             datasets.add(top)
         rels.update(_files_below(path, out_dir))
+        step_log = layout.run_level_log(out_dir, rel)
+        if step_log is not None:
+            logs.append(step_log)
     for name in sorted(datasets):
-        # Everything in a dataset's folder is that dataset's (OME-XML, fixity, thumbnails).
-        rels.update(_files_below(out_dir / name, out_dir))
-    logs = out_dir / "logs"
-    if logs.is_dir():
-        rels.update(r for f in sorted(logs.glob("*.log")) for r in _files_below(f, out_dir))
-        for name in sorted(datasets):
-            if (logs / name).is_dir():
-                rels.update(_files_below(logs / name, out_dir))
+        # Every file its steps write is that dataset's (OME-XML, fixity, thumbnails).
+        for path in layout.dataset_files(out_dir, name):
+            if path.exists():
+                rels.update(_files_below(path, out_dir))
+        logs += layout.step_logs(out_dir, name)
+    for log_file in logs:
+        for found in (log_file, layout.trace_of(log_file)):
+            if found.is_file():
+                rels.update(_files_below(found, out_dir))
     return sorted(rels)
 
 
@@ -183,10 +178,12 @@ def output_files(out_dir: Path) -> list[str]:
             d for d in dirnames if not d.endswith(".partial") and not d.startswith(".")
         )
         if Path(dirpath) == out_dir:
-            dirnames[:] = [d for d in dirnames if d not in (WORK_DIR, WORKFLOW_COPY)]
+            work = (layout.INTERMEDIATE, layout.WORKFLOW_COPY)
+            dirnames[:] = [d for d in dirnames if d not in work]
         for name in filenames:
             rel = Path(os.path.relpath(Path(dirpath) / name, out_dir)).as_posix()
-            if rel not in NOT_LISTED and not name.endswith(".partial") and name != SNAKEMAKE_MARK:
+            listed = rel not in layout.NOT_LISTED and name != SNAKEMAKE_MARK
+            if listed and not name.endswith(".partial"):
                 rels.append(rel)
     return sorted(rels)
 
@@ -198,9 +195,63 @@ def write_manifest(
     rels = run_files(out_dir, outputs)
     log.info("manifest: hashing %d files with %d threads", len(rels), threads)
     digests = hash_files([out_dir / r for r in rels], threads=threads)
-    target = out or out_dir / MANIFEST
+    target = out or layout.manifest(out_dir)
     atomic.write_text(target, format_manifest(dict(zip(rels, digests, strict=True))))
     return target
+
+
+def write_run_manifest(
+    out_dir: Path,
+    outputs: list[Path],
+    *,
+    fixity: list[Path],
+    failed: Path | None = None,
+    sources_root: Path | None = None,
+    threads: int = 2,
+    out: Path | None = None,
+) -> Path:
+    """The run's manifest step: re-check the sources, then hash the run's files.
+
+    Parameters
+    ----------
+    out_dir
+        The run's output folder.
+    outputs
+        The deliverables the rule declares (files and folders); see :func:`run_files`.
+    fixity
+        ``source-sha256.txt`` of every dataset: their sources are re-checked first.
+    failed
+        ``failed.tsv``: the files of the datasets it lists are left out.
+    sources_root
+        Input folder the sources are re-checked in; None checks none.
+    threads
+        Parallel hashing threads.
+    out
+        Manifest to write (default: ``OUT/manifest-sha256.txt``).
+
+    Raises
+    ------
+    IngestError
+        When a source is missing or changed since the run recorded it.
+    """
+    from bioingest.errors import IngestError
+    from bioingest.outcomes import read_failures
+
+    left_out = {f.dataset for f in read_failures(failed)} if failed is not None else set()
+    kept = [p for p in outputs if _dataset_of(p, out_dir) not in left_out]
+    problems = []
+    if sources_root is not None:
+        for path in (f for f in fixity if _dataset_of(f, out_dir) not in left_out):
+            problems += check_sources(path, root=sources_root, threads=threads)
+    if problems:
+        raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
+    return write_manifest(out_dir, kept, out=out, threads=threads)
+
+
+def _dataset_of(path: Path, out_dir: Path) -> str:
+    """The first folder of ``path`` below ``out_dir`` (a dataset's name, or '')."""
+    parts = path.relative_to(out_dir).parts
+    return parts[0] if len(parts) > 1 else ""
 
 
 def store_pixel_hashes(store: Path) -> list[str]:
@@ -219,9 +270,9 @@ def _pixel_problems(out_dir: Path, records: list[str]) -> list[str]:
     for record_path in (out_dir / rel for rel in records):
         record = json.loads(record_path.read_text(encoding="utf-8"))
         name = record["dataset"]
-        store = record_path.parent / f"{name}.ome.zarr"
+        store = layout.store(record_path.parent.parent, name)
         if not store.is_dir():
-            problems.append(f"missing: {name}/{name}.ome.zarr")
+            problems.append(f"missing: {layout.store('', name)}")
             continue
         actual = store_pixel_hashes(store)
         expected = [s.get("pixel_sha256", {}).get("value") for s in record["series"]]
@@ -258,7 +309,7 @@ def verify(
     threads
         Parallel hashing threads.
     """
-    manifest = against or out_dir / MANIFEST
+    manifest = against or layout.manifest(out_dir)
     if not manifest.is_file():
         return [f"missing: {manifest}"]
     expected = read_manifest(manifest)
@@ -271,14 +322,14 @@ def verify(
         for rel in output_files(out_dir)
         if rel.split("/", 1)[0] in tops
         and (
-            not rel.startswith("logs/")
+            not rel.startswith(f"{layout.LOGS}/")
             or rel.count("/") == 1
             or "/".join(rel.split("/")[:2]) in log_dirs
         )
     }
 
     def in_store(rel: str) -> bool:
-        return pixels and ".ome.zarr/" in rel
+        return pixels and f"{layout.STORE_SUFFIX}/" in rel
 
     problems = [
         f"missing: {rel}" for rel in sorted(expected) if rel not in actual and not in_store(rel)
@@ -291,9 +342,11 @@ def verify(
         if digest != expected[rel]:
             problems.append(f"changed: {rel}")
     if pixels:
-        records = sorted(r for r in expected if r.count("/") == 1 and r.endswith("/metadata.json"))
+        records = sorted(
+            r for r in expected if r.count("/") == 1 and r.endswith(f"/{layout.METADATA}")
+        )
         problems += _pixel_problems(out_dir, records)
     if sources_root is not None:
-        for rel in sorted(r for r in expected if r.endswith("/source-sha256.txt")):
+        for rel in sorted(r for r in expected if r.endswith(f"/{layout.SOURCE_FIXITY}")):
             problems += check_sources(out_dir / rel, root=sources_root, threads=threads)
     return problems

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bioingest import __version__
+from bioingest import __version__, layout
 from bioingest.errors import IngestError
 
 log = logging.getLogger("bioingest")
@@ -21,7 +21,7 @@ log = logging.getLogger("bioingest")
 def trace_file(log_file: Path) -> Path:
     """Where the traceback of an unexpected failure goes: next to the log, never in it,
     so that the log (shown on the console by ``show-failed-logs``) keeps one line."""
-    return log_file.with_name(log_file.name.removesuffix(".log") + ".trace.log")
+    return layout.trace_of(log_file)
 
 
 def _write_trace(log_file: Path | None) -> str:
@@ -154,20 +154,15 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
         method=args.method,
         min_size=args.min_size,
     )
-    name = args.name or args.out.name.removesuffix(".ome.zarr")
+    name = args.name or layout.name_of_store(args.out)
     study = _study(args.study)
     build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts, study=study)
 
 
 def _cmd_ome_tiff(args: argparse.Namespace) -> None:
-    import json
+    from bioingest.ometiff import recorded_hashes, write
 
-    from bioingest.ometiff import write
-
-    hashes = None
-    if args.metadata is not None:
-        record = json.loads(args.metadata.read_text(encoding="utf-8"))
-        hashes = [s["pixel_sha256"]["value"] for s in record["series"]]
+    hashes = recorded_hashes(args.metadata) if args.metadata is not None else None
     write(args.store, args.ome_xml, args.out, pixel_hashes=hashes)
 
 
@@ -184,25 +179,15 @@ def _cmd_checksum(args: argparse.Namespace) -> None:
         checksum.write_source_fixity(args.paths, root=args.root, out=args.out, threads=args.threads)
         return
     (out_dir,) = args.paths
-    problems = []
-    failed = set()
-    if args.failed is not None:
-        from bioingest.outcomes import read_failures
-
-        failed = {f.dataset for f in read_failures(args.failed)}
-    outputs = [p for p in args.outputs if _dataset_of(p, out_dir) not in failed]
-    if args.sources_root is not None:
-        for fixity in (f for f in args.fixity if _dataset_of(f, out_dir) not in failed):
-            problems += checksum.check_sources(fixity, root=args.sources_root, threads=args.threads)
-    if problems:
-        raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
-    checksum.write_manifest(out_dir, outputs, out=args.out, threads=args.threads)
-
-
-def _dataset_of(path: Path, out_dir: Path) -> str:
-    """The first folder of ``path`` below ``out_dir`` (a dataset's name, or '')."""
-    parts = path.relative_to(out_dir).parts
-    return parts[0] if len(parts) > 1 else ""
+    checksum.write_run_manifest(
+        out_dir,
+        args.outputs,
+        fixity=args.fixity,
+        failed=args.failed,
+        sources_root=args.sources_root,
+        threads=args.threads,
+        out=args.out,
+    )
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -238,19 +223,11 @@ def _cmd_bag(args: argparse.Namespace) -> None:
 
 
 def _cmd_provenance(args: argparse.Namespace) -> None:
-    import json
-
-    from bioingest import atomic, provenance
+    from bioingest import provenance
 
     study = _study(args.study)
     if args.action == "bia-list":
-        records = args.records
-        if args.failed is not None:
-            from bioingest.outcomes import read_failures
-
-            failed = {f.dataset for f in read_failures(args.failed)}
-            records = [r for r in records if r.parent.name not in failed]
-        atomic.write_text(args.out, provenance.bia_file_list(records, study=study))
+        provenance.write_bia_file_list(args.out, args.records, failed=args.failed, study=study)
         return
     if args.workflow_dir is None:
         raise IngestError(args.out_dir, "provenance crate needs --workflow-dir")
@@ -266,33 +243,12 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
     )
 
 
-def _ome_xml_of(path: Path) -> tuple[str, dict[str, object]]:
-    """OME-XML and source description for an OME-XML file, an OME-Zarr or a source file."""
-    import json
-
-    if path.is_dir():
-        for candidate in (
-            path / "OME" / "METADATA.ome.xml",
-            path.with_name(path.name.removesuffix(".ome.zarr") + ".ome.xml"),
-        ):
-            if candidate.is_file():
-                return candidate.read_text(encoding="utf-8"), {"source": path.name}
-        raise IngestError(path, "no OME-XML found (neither OME/METADATA.ome.xml nor a sibling)")
-    if path.name.lower().endswith((".ome.xml", ".xml")):
-        sidecar = path.with_name(path.name.removesuffix(".ome.xml") + ".source.json")
-        info = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
-        return path.read_text(encoding="utf-8"), info
-    from bioingest.readers import open_source
-
-    with open_source(path) as src:
-        return src.ome_xml, {"source": path.name, "format": src.format_name}
-
-
 def _cmd_metadata(args: argparse.Namespace) -> None:
     import json
 
     from bioingest import atomic
     from bioingest.metadata import build_record
+    from bioingest.omexml import ome_xml_of
     from bioingest.outcomes import failure_record, recorded_failure
     from bioingest.study import load_study
 
@@ -300,7 +256,7 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
         atomic.write_text(args.out, failure_record(args.dataset or "", failure))
         log.info("metadata %s: not converted, no record", args.dataset)
         return
-    xml, info = _ome_xml_of(args.source)
+    xml, info = ome_xml_of(args.source)
     if args.source_json:
         info = json.loads(args.source_json.read_text(encoding="utf-8"))
     study = load_study(args.study) if args.study else None
@@ -335,40 +291,20 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
 
 
 def _cmd_tables(args: argparse.Namespace) -> None:
-    from bioingest.tables import write_metadata_tables, write_qc_table
+    from bioingest.tables import write_tables
 
-    qc = [p for p in args.records if p.name == "qc.json"]
-    records = [p for p in args.records if p.name != "qc.json"]
-    # A run with no converted dataset still gets its tables, with headers only.
-    if args.table == "qc":
-        write_qc_table(qc, args.out_dir)
-    elif args.table == "metadata":
-        write_metadata_tables(records, args.out_dir)
-    else:
-        if records:
-            write_metadata_tables(records, args.out_dir)
-        if qc:
-            write_qc_table(qc, args.out_dir)
+    write_tables(args.records, args.out_dir, table=args.table)
 
 
 def _cmd_qc(args: argparse.Namespace) -> int:
-    from bioingest import atomic
-    from bioingest.outcomes import failure_record, recorded_failure
+    from bioingest.outcomes import recorded_failure
     from bioingest.qc import Thresholds, run_qc
 
     if failure := recorded_failure(args.source_json):
-        name = args.store.name.removesuffix(".ome.zarr")
-        atomic.write_text(args.out, failure_record(name, failure))
-        args.thumbnails.mkdir(parents=True, exist_ok=True)
-        if args.page:
-            from html import escape
+        from bioingest.qc_page import write_not_converted
 
-            atomic.write_text(
-                args.page,
-                f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(name)}"
-                f"</title></head><body><h1>{escape(name)}</h1><p>Not converted "
-                f"({escape(failure['step'])}): {escape(failure['reason'])}</p></body></html>\n",
-            )
+        name = layout.name_of_store(args.store)
+        write_not_converted(name, failure, out=args.out, thumbnails=args.thumbnails, page=args.page)
         log.info("qc %s: not converted, nothing to check", name)
         return 0
 
@@ -393,12 +329,11 @@ def _cmd_qc(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from bioingest.report import read_failed, write_report
+    from bioingest.report import read_dataset_names, read_failed, write_report
 
     datasets = list(args.datasets or [])
     if args.datasets_file:
-        lines = args.datasets_file.read_text(encoding="utf-8").splitlines()
-        datasets += [line.split("\t")[0] for line in lines if line.strip()]
+        datasets += read_dataset_names(args.datasets_file)
     if not datasets:
         raise SystemExit("bioingest report: give --datasets or --datasets-file")
     failed = read_failed(args.failed) if args.failed else None
@@ -482,16 +417,26 @@ def _prober(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return probe, lambda: None, key
 
 
-def _add_java_options(p: argparse.ArgumentParser) -> None:
-    """The options that choose and size the Bio-Formats JVM."""
-    p.add_argument("--jar", default="", help="bioformats_package.jar to use")
-    p.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
-    p.add_argument(
+def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
+    """Options several verbs share, as parent parsers: ``--log``; the options that choose
+    and size the Bio-Formats JVM; the hashing threads of ``checksum`` and ``verify``."""
+    log_option = argparse.ArgumentParser(add_help=False)
+    log_option.add_argument("--log", type=Path, help="also write messages to this file")
+    java_options = argparse.ArgumentParser(add_help=False)
+    java = java_options.add_argument_group("Bio-Formats")
+    java.add_argument("--jar", default="", help="bioformats_package.jar to use")
+    java.add_argument("--maven", default="", help="opt-in Maven coordinate instead of a jar")
+    java.add_argument(
         "--java-heap-mb",
         type=_positive,
         default=1024,
         help="maximum Java heap in MiB (default: 1024)",
     )
+    threads_option = argparse.ArgumentParser(add_help=False)
+    threads_option.add_argument(
+        "--threads", type=_positive, default=2, help="hashing threads (default: 2)"
+    )
+    return log_option, java_options, threads_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,9 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bioingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    log_option, java_options, threads_option = _shared_options()
 
     p = sub.add_parser(
         "inventory",
+        parents=[log_option, java_options],
         help="group the files of a folder into datasets, as Bio-Formats groups them",
         description="Hash every file below SOURCE, then open each file no acquisition has "
         "claimed yet with Bio-Formats: its main file and used files form one dataset. Lists "
@@ -531,12 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="open files through the machine's Bio-Formats server instead of a JVM in this process",
     )
-    _add_java_options(p)
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_inventory)
 
     p = sub.add_parser(
         "outcomes",
+        parents=[log_option],
         help="list the datasets that failed on bad input (failed.tsv)",
         description="Collect the failures the inventory and the conversions recorded into "
         "one table: dataset, step, main file, reason.",
@@ -551,11 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="qc.json files whose failed checks fail their dataset (qc_fail_policy: stop)",
     )
     p.add_argument("--out", type=Path, required=True, help="failed.tsv to write")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_outcomes)
 
     p = sub.add_parser(
         "convert",
+        parents=[log_option, java_options],
         help="read a source once into a lossless intermediate Zarr plus OME-XML",
         description="Stream every series of SOURCE at full resolution into an intermediate "
         "Zarr v3 store, tile by tile, and save the reader's complete OME-XML.",
@@ -608,25 +554,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="when the source cannot be read, record why in --source-json and exit 0",
     )
-    _add_java_options(p)
     p.add_argument(
         "--jvm-server",
         action="store_true",
         help="read Bio-Formats files through this machine's Bio-Formats server, started on "
         "first use and stopped when idle: one JVM for many jobs",
     )
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(
         "jvm-server",
+        parents=[java_options],
         help="serve Bio-Formats reads to 'convert --jvm-server' jobs (started by them)",
         description="Start one JVM with Bio-Formats and answer the conversion jobs of this "
         "machine on a Unix socket until no job has connected for --idle-timeout seconds. "
         "'bioingest convert --jvm-server' starts it when needed.",
     )
     p.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
-    _add_java_options(p)
     p.add_argument(
         "--idle-timeout",
         type=float,
@@ -637,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "assemble",
+        parents=[log_option],
         help="join the parts of a conversion split by series into one intermediate store",
         description="Join the series of PART stores (each written by 'bioingest convert "
         "--series') into one intermediate store (hard links or copies; the parts are left "
@@ -646,11 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("parts", type=Path, nargs="+", metavar="PART", help="part store")
     p.add_argument("--source-json", type=Path, required=True, help="description written by convert")
     p.add_argument("--zarr", type=Path, required=True, help="intermediate store to write")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_assemble)
 
     p = sub.add_parser(
         "metadata",
+        parents=[log_option],
         help="normalised metadata record, sanity flags and completeness score",
         description="Read OME-XML (a .ome.xml file, an OME-Zarr, or any source file) and "
         "write a normalised record: values in µm, s and nm with their origin "
@@ -664,11 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store", type=Path, help="final OME-Zarr: record each image's pixel-content hash"
     )
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_metadata)
 
     p = sub.add_parser(
         "qc",
+        parents=[log_option],
         help="quality metrics with pass/warn/fail flags, and thumbnails",
         description="Stream the intermediate store once: intensity statistics, saturation, "
         "bit-depth use, blank planes, focus per plane, illumination uniformity and "
@@ -706,11 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
             if key != "tile_size"
             else f"tile edge read at once (default: {default})",
         )
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_qc)
 
     p = sub.add_parser(
         "tables",
+        parents=[log_option],
         help="run-wide images/channels tables from metadata records",
         description="Collect metadata.json records into images.tsv and channels.tsv "
         "(one row per series / per channel) plus Parquet copies.",
@@ -722,11 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write this table even from no record (default: what the records are)",
     )
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the tables")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_tables)
 
     p = sub.add_parser(
         "pyramid",
+        parents=[log_option],
         help="write the final OME-Zarr with multiscale levels",
         description="Build an OME-Zarr (NGFF 0.5 sharded by default, or 0.4) from an "
         "intermediate store: a single image, the bioformats2raw layout for several series, "
@@ -774,12 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="smallest plane edge a level may have (default: 64)",
     )
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.add_argument("--study", type=Path, help="study metadata YAML for the store's RO-Crate")
     p.set_defaults(func=_cmd_pyramid)
 
     p = sub.add_parser(
         "ome-tiff",
+        parents=[log_option],
         help="write a pyramidal OME-TIFF from the final OME-Zarr",
         description="Write a tiled OME-TIFF with a SubIFD pyramid, deflate-compressed, "
         "with the reader's complete OME-XML: every series of the store is one image.",
@@ -792,11 +737,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata.json whose pixel hashes name the file's UUID (default: hash the store)",
     )
     p.add_argument("--out", type=Path, required=True, help="the .ome.tif to write")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_ome_tiff)
 
     p = sub.add_parser(
         "report",
+        parents=[log_option],
         help="one self-contained HTML report for a run",
         description="Write OUT/report.html: a sortable summary of every dataset (run "
         "status and failure reason, image-quality flags, metadata completeness, sizes, how "
@@ -818,11 +763,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--inventory", type=Path, help="inventory.tsv: skipped files counted by reason")
     p.add_argument("--out", type=Path, help="file to write (default: OUT/report.html)")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
         "checksum",
+        parents=[log_option, threads_option],
         help="source fixity and the output manifest (SHA-256, BagIt format)",
         description="'sources FILE... --root DIR --out F' records the SHA-256 of a dataset's "
         "source files; 'manifest OUT --outputs …' re-checks the --fixity files' sources (with "
@@ -854,12 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--failed", type=Path, help="failed.tsv: these datasets are left out (manifest)")
     p.add_argument("--out", type=Path, help="file to write")
-    p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_checksum)
 
     p = sub.add_parser(
         "verify",
+        parents=[log_option, threads_option],
         help="re-check an output folder against its manifest",
         description="Re-hash every output file and compare with OUT/manifest-sha256.txt (or "
         "--against another manifest). Prints one line per missing, extra or changed file and "
@@ -871,23 +815,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--pixels", action="store_true", help="compare OME-Zarr stores by pixel content, not bytes"
     )
     p.add_argument("--sources", type=Path, help="input folder: re-check source fixity too")
-    p.add_argument("--threads", type=_positive, default=2, help="hashing threads (default: 2)")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
         "bag",
+        parents=[log_option],
         help="turn an output folder into a BagIt bag",
         description="Move the output folder's content into data/ and write the BagIt tag "
         "files (SHA-256), so archives can validate it with any BagIt tool.",
     )
     p.add_argument("out_dir", type=Path, help="output folder of a run")
     p.add_argument("--threads", type=_positive, default=2, help="hashing processes (default: 2)")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_bag)
 
     p = sub.add_parser(
         "provenance",
+        parents=[log_option],
         help="Workflow Run RO-Crate of a run, or the BioImage Archive file list",
         description="'crate OUT' writes OUT/ro-crate-metadata.json (Workflow Run Crate: "
         "workflow, versions, config, every input and output with size and checksum); "
@@ -915,7 +858,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")
     p.add_argument("--out", type=Path, help="file to write (bia-list)")
-    p.add_argument("--log", type=Path, help="also write messages to this file")
     p.set_defaults(func=_cmd_provenance)
     return parser
 

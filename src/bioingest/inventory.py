@@ -44,7 +44,7 @@ from typing import Any
 
 import jsonschema
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.errors import IngestError
 from bioingest.probe import Probe
 from bioingest.schemas import load_schema
@@ -136,7 +136,7 @@ SUFFIXES = (
 _PIXEL_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Names of the output folder's own first-level folders.
-RESERVED = frozenset({"logs", "summary", "intermediate"})
+RESERVED = frozenset({layout.LOGS, layout.SUMMARY, layout.INTERMEDIATE})
 #: Longest dataset name made from a path (a folder name, and part of file names).
 MAX_NAME = 80
 #: Version of the cache layout; a cache of another version is ignored.

@@ -145,6 +145,12 @@ def _levels(group: zarr.Group) -> list[zarr.Array[Any]]:
     return levels
 
 
+def recorded_hashes(metadata_json: Path) -> list[str]:
+    """Level-0 pixel hash of every series, as ``metadata.json`` recorded them."""
+    record = json.loads(metadata_json.read_text(encoding="utf-8"))
+    return [s["pixel_sha256"]["value"] for s in record["series"]]
+
+
 def write(
     store: Path,
     ome_xml_path: Path,

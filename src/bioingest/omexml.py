@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
+
+from bioingest import layout
+from bioingest.errors import IngestError
 
 _LENGTH_TO_UM = {
     "Ym": 1e30,
@@ -151,3 +155,39 @@ def plates(xml: str) -> list[Plate]:
             )
         )
     return out
+
+
+def ome_xml_of(path: Path) -> tuple[str, dict[str, object]]:
+    """OME-XML and source description for an OME-XML file, an OME-Zarr or a source file.
+
+    Parameters
+    ----------
+    path
+        A ``.ome.xml`` (or ``.xml``) file, whose ``NAME.source.json`` beside it is read
+        when there is one; an OME-Zarr folder (``OME/METADATA.ome.xml`` in it, else the
+        dataset's ``NAME.ome.xml`` beside it); or any image file, opened with a reader.
+
+    Returns
+    -------
+    tuple
+        The OME-XML text, and what is known of the source (``source``, ``format``).
+    """
+    import json
+
+    if path.is_dir():
+        for candidate in (
+            path / "OME" / "METADATA.ome.xml",
+            path.with_name(layout.name_of_store(path) + layout.OME_XML_SUFFIX),
+        ):
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8"), {"source": path.name}
+        raise IngestError(path, "no OME-XML found (neither OME/METADATA.ome.xml nor a sibling)")
+    if path.name.lower().endswith((layout.OME_XML_SUFFIX, ".xml")):
+        stem = path.name.removesuffix(layout.OME_XML_SUFFIX)
+        sidecar = path.with_name(stem + layout.SOURCE_JSON_SUFFIX)
+        info = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+        return path.read_text(encoding="utf-8"), info
+    from bioingest.readers import open_source
+
+    with open_source(path) as src:
+        return src.ome_xml, {"source": path.name, "format": src.format_name}

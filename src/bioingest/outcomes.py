@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.records import (
     FailureReason,
     failing_checks,
@@ -54,12 +54,12 @@ def collect(
         record = read_source(path)
         if is_failure(record):
             failure = record["failure"]
-            name = path.name.removesuffix(".source.json")
+            name = layout.name_of_source_json(path)
             failures.append(Failure(name, failure["step"], mains.get(name, ""), failure["reason"]))
     for path in qc_reports:
         report = read_qc(path)
         if not is_failure(report) and report["status"] == "fail":
-            name = path.parent.name
+            name = layout.name_of_record(path)
             reason = "QC failed: " + ", ".join(failing_checks(report, "fail"))
             failures.append(Failure(name, "qc", mains.get(name, ""), reason))
     return sorted(failures, key=lambda f: f.dataset)
@@ -104,8 +104,8 @@ def write_failed_store(store: Path, failure: FailureReason) -> None:
     """A store folder with only a note in it: what a reader opening it should know."""
     with atomic.atomic_dir(store) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "NOT-CONVERTED.txt").write_text(
+        layout.not_converted(tmp).write_text(
             f"Not converted ({failure['step']}): {failure['reason']}\n"
-            "This folder holds no image; see failed.tsv in the output folder.\n",
+            f"This folder holds no image; see {layout.FAILED} in the output folder.\n",
             encoding="utf-8",
         )

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bioingest import __version__, atomic
-from bioingest.checksum import MANIFEST, WORKFLOW_COPY, read_manifest
+from bioingest import __version__, atomic, layout
+from bioingest.checksum import read_manifest
+from bioingest.layout import WORKFLOW_COPY
 from bioingest.records import is_failure, read_metadata
 
 PROFILES = [
@@ -160,10 +161,30 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
         if is_failure(record):  # not converted: nothing to deposit
             continue
         name = record["dataset"]
-        rows.append(f"{name}/{name}.ome.zarr\t{name}\timage\tOME-Zarr\t{organism}\t{method}")
-        rows.append(f"{name}/{name}.ome.xml\t{name}\tmetadata\tOME-XML\t{organism}\t{method}")
-        rows.append(f"{name}/metadata.json\t{name}\tmetadata\tJSON\t{organism}\t{method}")
+        for path, kind, file_format in (
+            (layout.store("", name), "image", "OME-Zarr"),
+            (layout.ome_xml("", name), "metadata", "OME-XML"),
+            (layout.metadata("", name), "metadata", "JSON"),
+        ):
+            rows.append(f"{path}\t{name}\t{kind}\t{file_format}\t{organism}\t{method}")
     return "\n".join(rows) + "\n"
+
+
+def write_bia_file_list(
+    out: Path,
+    records: list[Path],
+    *,
+    failed: Path | None = None,
+    study: dict[str, Any] | None = None,
+) -> None:
+    """Write the BioImage Archive file list (:func:`bia_file_list`) to ``out``, leaving
+    out the datasets ``failed`` (``failed.tsv``) lists."""
+    if failed is not None:
+        from bioingest.outcomes import read_failures
+
+        left_out = {f.dataset for f in read_failures(failed)}
+        records = [r for r in records if layout.name_of_record(r) not in left_out]
+    atomic.write_text(out, bia_file_list(records, study=study))
 
 
 #: The workflow's own files, copied into the run's crate so that it names exactly what ran.
@@ -192,7 +213,7 @@ def copy_workflow(out_dir: Path, workflow_dir: Path) -> list[Path]:
     if not (workflow_dir / "Snakefile").is_file():
         raise FileNotFoundError(workflow_dir / "Snakefile")
     files = _workflow_files(workflow_dir)
-    with atomic.atomic_dir(out_dir / WORKFLOW_COPY) as tmp:
+    with atomic.atomic_dir(layout.workflow_copy(out_dir)) as tmp:
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(workflow_dir / rel, tmp / rel)
@@ -294,11 +315,11 @@ def run_crate(
             },
         )
     )
-    main = f"{WORKFLOW_COPY}/Snakefile"
+    main = layout.join(layout.workflow_copy(""), "Snakefile")
     if not (out_dir / main).is_file():
         raise FileNotFoundError(out_dir / main)
     workflow: Any = None
-    for path in sorted((out_dir / WORKFLOW_COPY).rglob("*")):
+    for path in sorted(layout.workflow_copy(out_dir).rglob("*")):
         if not path.is_file():
             continue
         rel = path.relative_to(out_dir).as_posix()
@@ -373,7 +394,7 @@ def run_crate(
             },
         )
         inputs.append(crate.add(entity))
-    manifest = read_manifest(out_dir / MANIFEST)
+    manifest = read_manifest(layout.manifest(out_dir))
     outputs = []
     for rel, digest in sorted(manifest.items()):
         outputs.append(
@@ -426,7 +447,7 @@ def write_run_crate(out_dir: Path, *, workflow_dir: Path, **kwargs: Any) -> Path
     """Copy the workflow in ``workflow_dir`` into the output folder, then write
     ``ro-crate-metadata.json`` at its top."""
     copy_workflow(out_dir, workflow_dir)
-    target = out_dir / "ro-crate-metadata.json"
+    target = layout.run_crate(out_dir)
     crate = run_crate(out_dir, workflow_dir=workflow_dir, **kwargs)
     text = json.dumps(crate, indent=2, ensure_ascii=False)
     atomic.write_text(target, text + "\n")

@@ -11,6 +11,7 @@ import html
 from collections.abc import Mapping
 from pathlib import Path
 
+from bioingest import atomic, layout
 from bioingest.html_parts import (
     STYLE,
     VIEWER_HELP,
@@ -21,7 +22,8 @@ from bioingest.html_parts import (
     svg_histogram,
     web_path,
 )
-from bioingest.records import MetadataRecord, QCReport, SeriesQC
+from bioingest.outcomes import failure_record
+from bioingest.records import FailureReason, MetadataRecord, QCReport, SeriesQC
 
 
 def _check_cells(checks: Mapping[str, str], reasons: Mapping[str, str]) -> str:
@@ -105,11 +107,12 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
         f"tier 2 {score['tier2_pct']:g} %)"
     )
     version = "0.5" if qc["store"]["zarr_format"] == 3 else "0.4"
-    blocks = "".join(_series_block(s, name, store, thumbs or "thumbnails") for s in qc["series"])
+    thumbs = thumbs or layout.THUMBNAILS
+    blocks = "".join(_series_block(s, name, store, thumbs) for s in qc["series"])
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(name)}: QC</title><style>{STYLE}</style></head><body>"
-        f'<p><a href="../report.html">← run report</a></p>'
+        f'<p><a href="../{layout.REPORT}">← run report</a></p>'
         f"<h1>{html.escape(name)}</h1>"
         f"<p>Image quality {badge(qc['status'])} · metadata {badge(qc['metadata_status'])}"
         f" · completeness {completeness}</p>"
@@ -120,3 +123,23 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
         f"{VIEWER_HELP}"
         f'<div class="series">{blocks}</div></body></html>\n'
     )
+
+
+def not_converted_page(name: str, failure: FailureReason) -> str:
+    """HTML of ``qc.html`` for a dataset whose conversion failed: why, nothing else."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}"
+        f"</title></head><body><h1>{html.escape(name)}</h1><p>Not converted "
+        f"({html.escape(failure['step'])}): {html.escape(failure['reason'])}</p></body></html>\n"
+    )
+
+
+def write_not_converted(
+    name: str, failure: FailureReason, *, out: Path, thumbnails: Path, page: Path | None
+) -> None:
+    """The QC step's outputs for a dataset whose conversion failed: a failure record as
+    ``qc.json``, an empty thumbnails folder and, when asked for, the page saying why."""
+    atomic.write_text(out, failure_record(name, failure))
+    thumbnails.mkdir(parents=True, exist_ok=True)
+    if page:
+        atomic.write_text(page, not_converted_page(name, failure))

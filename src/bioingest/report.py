@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.html_parts import STYLE, VIEWER_HELP, badge, napari_command
 from bioingest.records import (
     MetadataRecord,
@@ -71,6 +71,12 @@ def read_failed(path: Path) -> list[FailedDataset]:
     ]
 
 
+def read_dataset_names(path: Path) -> list[str]:
+    """Dataset names from a file with one per line (its first tab-separated column)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split("\t")[0] for line in lines if line.strip()]
+
+
 def failure_reason(out_dir: Path, name: str) -> str | None:
     """The first ``ERROR`` line of the dataset's logs, without its level, or None."""
     failed = failure_from_logs(out_dir, name)
@@ -78,11 +84,9 @@ def failure_reason(out_dir: Path, name: str) -> str | None:
 
 
 def failure_from_logs(out_dir: Path, name: str) -> FailedDataset | None:
-    """The dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step."""
-    logs = out_dir / "logs" / name
-    if not logs.is_dir():
-        return None
-    for log in sorted(logs.glob("*.log")):
+    """The dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step
+    (the logs of its steps: :func:`bioingest.layout.step_logs`)."""
+    for log in layout.step_logs(out_dir, name):
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("ERROR "):
                 return FailedDataset(name, log.stem, line[len("ERROR ") :])
@@ -122,7 +126,7 @@ class _Row:
 
 def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
     esc = html.escape(name)
-    record_path, qc_path = out_dir / name / "metadata.json", out_dir / name / "qc.json"
+    record_path, qc_path = layout.metadata(out_dir, name), layout.qc(out_dir, name)
     loaded = read_metadata(record_path) if record_path.is_file() else None
     report = read_qc(qc_path) if qc_path.is_file() else None
     # A dataset whose conversion failed has failure records in their place.
@@ -151,13 +155,13 @@ def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
     if record:
         c = record["completeness"]
         score = f"{html.escape(c['nbo_tier'])} ({c['tier1_pct']:g}/{c['tier2_pct']:g} %)"
-    store = f"{name}/{qc['store']['path']}" if qc else f"{name}/{name}.ome.zarr"
+    store = layout.join(name, qc["store"]["path"]) if qc else layout.store("", name)
     opened = (
         f'<code>{html.escape(napari_command(store))}</code> <a href="{html.escape(store)}/">web</a>'
         if qc
         else ""
     )
-    link = f'<a href="{esc}/qc.html">{esc}</a>' if qc else esc
+    link = f'<a href="{html.escape(layout.qc_page("", name))}">{esc}</a>' if qc else esc
     cells = (
         f"<td>{link}</td><td data-s={rank}>{badge(state)}</td>"
         f"<td data-s={RANK[quality]}>{badge(quality)}</td>{detail}"
@@ -176,7 +180,8 @@ def skipped_summary(inventory_tsv: Path) -> str:
     return (
         f"<p>{len(rows)} files under the input folder; {sum(reasons.values())} skipped"
         + (f" ({listed})" if listed else "")
-        + '. Every file and its dataset: <a href="inventory.tsv">inventory.tsv</a>.</p>'
+        + f'. Every file and its dataset: <a href="{layout.INVENTORY_TSV}">'
+        + f"{layout.INVENTORY_TSV}</a>.</p>"
     )
 
 
@@ -265,6 +270,6 @@ def write_report(
 ) -> Path:
     """Write ``report.html`` for ``datasets`` into ``out_dir`` (or ``out``); see
     :func:`build_report` for ``failed`` and ``inventory``."""
-    target = out or out_dir / "report.html"
+    target = out or layout.report(out_dir)
     atomic.write_text(target, build_report(out_dir, datasets, failed=failed, inventory=inventory))
     return target

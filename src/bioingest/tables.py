@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.qc_checks import overall
 from bioingest.records import MetadataRecord, QCReport, is_failure, read_metadata, read_qc, value_of
 
@@ -181,7 +181,8 @@ def write_qc_table(reports: Iterable[Path], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = _frame(rows, QC_COLUMNS)
     atomic.write_text(
-        out_dir / "qc.tsv", frame.to_csv(sep="\t", index=False, na_rep="", lineterminator="\n")
+        out_dir / f"{layout.QC_TABLE}.tsv",
+        frame.to_csv(sep="\t", index=False, na_rep="", lineterminator="\n"),
     )
 
 
@@ -206,3 +207,30 @@ def write_metadata_tables(records: Iterable[Path], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(_frame(images, IMAGE_COLUMNS), out_dir, "images")
     _write(_frame(channels, CHANNEL_COLUMNS), out_dir, "channels")
+
+
+def write_tables(records: Iterable[Path], out_dir: Path, *, table: str | None = None) -> None:
+    """Write the run's tables from ``metadata.json`` and ``qc.json`` files.
+
+    Parameters
+    ----------
+    records
+        ``metadata.json`` and ``qc.json`` files, told apart by name.
+    out_dir
+        Folder for the tables.
+    table
+        ``"metadata"`` or ``"qc"``: write that table, with headers only when no record is
+        given (a run with no converted dataset); None writes the tables the records make.
+    """
+    paths = list(records)
+    qc = [p for p in paths if p.name == layout.QC]
+    described = [p for p in paths if p.name != layout.QC]
+    if table == "qc":
+        write_qc_table(qc, out_dir)
+    elif table == "metadata":
+        write_metadata_tables(described, out_dir)
+    else:
+        if described:
+            write_metadata_tables(described, out_dir)
+        if qc:
+            write_qc_table(qc, out_dir)

@@ -7,9 +7,9 @@ rule bia_file_list:
         failed=FAILED,
         study=study_file,
     output:
-        f"{OUT}/bia-file-list.tsv",
+        layout.bia_file_list(OUT),
     log:
-        f"{OUT}/logs/bia_file_list.log",
+        layout.run_log(OUT, "bia_file_list"),
     localrule: True
     conda:
         "../../envs/bioingest.yaml"
@@ -32,9 +32,9 @@ rule manifest:
         fixity=source_fixities,
         sources=all_sources,
     output:
-        f"{OUT}/manifest-sha256.txt",
+        layout.manifest(OUT),
     log:
-        f"{OUT}/logs/manifest.log",
+        layout.run_log(OUT, "manifest"),
     conda:
         "../../envs/bioingest.yaml"
     threads: 2
@@ -51,16 +51,16 @@ rule manifest:
 
 rule provenance:
     input:
-        manifest=f"{OUT}/manifest-sha256.txt",
+        manifest=layout.manifest(OUT),
         fixity=source_fixities,
         sources=all_sources,
         study=study_file,
     output:
-        crate=f"{OUT}/ro-crate-metadata.json",
+        crate=layout.run_crate(OUT),
         # The crate includes the workflow that ran: a copy, written with it.
-        workflow=directory(f"{OUT}/_workflow"),
+        workflow=directory(layout.workflow_copy(OUT)),
     log:
-        f"{OUT}/logs/provenance.log",
+        layout.run_log(OUT, "provenance"),
     localrule: True
     conda:
         "../../envs/bioingest.yaml"

@@ -2,12 +2,12 @@ rule convert:
     input:
         unpack(dataset_files),
     output:
-        zarr=intermediate(f"{OUT}/intermediate/{{dataset}}.zarr"),
-        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
-        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
-        fixity=f"{OUT}/{{dataset}}/source-sha256.txt",
+        zarr=intermediate(layout.intermediate(OUT, "{dataset}")),
+        ome_xml=layout.ome_xml(OUT, "{dataset}"),
+        source_json=layout.source_json(OUT, "{dataset}"),
+        fixity=layout.source_fixity(OUT, "{dataset}"),
     log:
-        f"{OUT}/logs/{{dataset}}/convert.log",
+        layout.dataset_log(OUT, "{dataset}", "convert"),
     conda:
         "../../envs/bioingest.yaml"
     resources:
@@ -40,9 +40,9 @@ rule convert_part:
     input:
         unpack(dataset_files),
     output:
-        temp(directory(f"{OUT}/intermediate/parts/{{dataset}}/{{part}}.zarr")),
+        temp(directory(layout.part(OUT, "{dataset}", "{part}"))),
     log:
-        f"{OUT}/logs/{{dataset}}/convert_part{{part}}.log",
+        layout.part_log(OUT, "{dataset}", "{part}"),
     conda:
         "../../envs/bioingest.yaml"
     resources:
@@ -68,13 +68,13 @@ rule convert_part:
 
 rule assemble:
     input:
-        first=f"{OUT}/intermediate/{{dataset}}.zarr",
+        first=layout.intermediate(OUT, "{dataset}"),
         parts=later_parts,
-        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
+        source_json=layout.source_json(OUT, "{dataset}"),
     output:
-        intermediate(f"{OUT}/intermediate/assembled/{{dataset}}.zarr"),
+        intermediate(layout.assembled(OUT, "{dataset}")),
     log:
-        f"{OUT}/logs/{{dataset}}/assemble.log",
+        layout.dataset_log(OUT, "{dataset}", "assemble"),
     conda:
         "../../envs/bioingest.yaml"
     message:
@@ -95,7 +95,7 @@ rule outcomes:
     output:
         FAILED,
     log:
-        f"{OUT}/logs/outcomes.log",
+        layout.run_log(OUT, "outcomes"),
     localrule: True
     conda:
         "../../envs/bioingest.yaml"

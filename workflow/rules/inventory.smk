@@ -4,10 +4,10 @@ checkpoint inventory:
     input:
         sheet=sample_sheet,
     output:
-        tsv=f"{OUT}/inventory.tsv",
+        tsv=layout.inventory_tsv(OUT),
         json=INVENTORY,
     log:
-        f"{OUT}/logs/inventory.log",
+        layout.run_log(OUT, "inventory"),
     conda:
         "../../envs/bioingest.yaml"
     threads: 2
@@ -18,7 +18,7 @@ checkpoint inventory:
         source=inventory_source,
         # Not used by the command: a new value (a file added, changed or removed) reruns it.
         listing=LISTING,
-        cache=f"{OUT}/.cache/inventory.json",
+        cache=layout.inventory_cache(OUT),
         exclude=excluded_output,
         min_age=config["min_file_age_s"],
         jar=config["bioformats_jar"],

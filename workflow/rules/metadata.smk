@@ -1,13 +1,13 @@
 rule metadata:
     input:
-        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
-        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
-        store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
+        ome_xml=layout.ome_xml(OUT, "{dataset}"),
+        source_json=layout.source_json(OUT, "{dataset}"),
+        store=layout.store(OUT, "{dataset}"),
         study=study_file,
     output:
-        f"{OUT}/{{dataset}}/metadata.json",
+        layout.metadata(OUT, "{dataset}"),
     log:
-        f"{OUT}/logs/{{dataset}}/metadata.log",
+        layout.dataset_log(OUT, "{dataset}", "metadata"),
     conda:
         "../../envs/bioingest.yaml"
     resources:
@@ -27,12 +27,12 @@ rule metadata_tables:
     input:
         dataset_records,
     output:
-        images=f"{OUT}/summary/images.tsv",
-        channels=f"{OUT}/summary/channels.tsv",
-        images_parquet=f"{OUT}/summary/images.parquet",
-        channels_parquet=f"{OUT}/summary/channels.parquet",
+        images=layout.summary_table(OUT, "images", "tsv"),
+        channels=layout.summary_table(OUT, "channels", "tsv"),
+        images_parquet=layout.summary_table(OUT, "images", "parquet"),
+        channels_parquet=layout.summary_table(OUT, "channels", "parquet"),
     log:
-        f"{OUT}/logs/metadata_tables.log",
+        layout.run_log(OUT, "metadata_tables"),
     localrule: True
     conda:
         "../../envs/bioingest.yaml"

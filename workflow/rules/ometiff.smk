@@ -1,18 +1,18 @@
 # The pyramidal OME-TIFF of every dataset, when the target or ome_tiff asks for it
-# (STORE: pyramid.smk); common.smk's deliverables() lists them (ome_tiffs).
+# (STORE: pyramid.smk); bioingest.plan's deliverables() lists them (ome_tiffs).
 
 
 rule ome_tiff:
     input:
-        store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
-        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
-        metadata=f"{OUT}/{{dataset}}/metadata.json",
+        store=layout.store(OUT, "{dataset}"),
+        ome_xml=layout.ome_xml(OUT, "{dataset}"),
+        metadata=layout.metadata(OUT, "{dataset}"),
         # read by the resource estimates (pixel bytes)
-        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
+        source_json=layout.source_json(OUT, "{dataset}"),
     output:
-        f"{OUT}/{{dataset}}/{{dataset}}.ome.tif",
+        layout.ome_tiff(OUT, "{dataset}"),
     log:
-        f"{OUT}/logs/{{dataset}}/ome_tiff.log",
+        layout.dataset_log(OUT, "{dataset}", "ome_tiff"),
     conda:
         "../../envs/bioingest.yaml"
     resources:

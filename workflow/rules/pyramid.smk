@@ -15,13 +15,13 @@ PYRAMID_STORE_OPTIONS = " ".join(
 rule pyramid:
     input:
         zarr=intermediate_store,
-        ome_xml=f"{OUT}/{{dataset}}/{{dataset}}.ome.xml",
-        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
+        ome_xml=layout.ome_xml(OUT, "{dataset}"),
+        source_json=layout.source_json(OUT, "{dataset}"),
         study=study_file,
     output:
-        directory(f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr"),
+        directory(layout.store(OUT, "{dataset}")),
     log:
-        f"{OUT}/logs/{{dataset}}/pyramid.log",
+        layout.dataset_log(OUT, "{dataset}", "pyramid"),
     conda:
         "../../envs/bioingest.yaml"
     resources:

@@ -1,21 +1,21 @@
 rule qc:
     input:
         intermediate=intermediate_store,
-        metadata=f"{OUT}/{{dataset}}/metadata.json",
-        source_json=f"{OUT}/{{dataset}}/{{dataset}}.source.json",
-        store=f"{OUT}/{{dataset}}/{{dataset}}.ome.zarr",
+        metadata=layout.metadata(OUT, "{dataset}"),
+        source_json=layout.source_json(OUT, "{dataset}"),
+        store=layout.store(OUT, "{dataset}"),
     output:
-        qc=f"{OUT}/{{dataset}}/qc.json",
-        page=f"{OUT}/{{dataset}}/qc.html",
+        qc=layout.qc(OUT, "{dataset}"),
+        page=layout.qc_page(OUT, "{dataset}"),
         thumbnails=report(
-            directory(f"{OUT}/{{dataset}}/thumbnails"),
+            directory(layout.thumbnails(OUT, "{dataset}")),
             patterns=["{name}.png"],
             caption="../report/thumbnail.rst",
             category="Thumbnails",
             subcategory="{dataset}",
         ),
     log:
-        f"{OUT}/logs/{{dataset}}/qc.log",
+        layout.dataset_log(OUT, "{dataset}", "qc"),
     conda:
         "../../envs/bioingest.yaml"
     resources:
@@ -37,12 +37,12 @@ rule qc_table:
         qc_reports,
     output:
         report(
-            f"{OUT}/summary/qc.tsv",
+            layout.qc_table(OUT),
             caption="../report/qc_table.rst",
             category="Summary",
         ),
     log:
-        f"{OUT}/logs/qc_table.log",
+        layout.run_log(OUT, "qc_table"),
     localrule: True
     conda:
         "../../envs/bioingest.yaml"

@@ -2,13 +2,13 @@ rule report:
     input:
         qc=qc_reports,
         records=dataset_records,
-        tables=f"{OUT}/summary/qc.tsv",
-        inventory=f"{OUT}/inventory.tsv",
+        tables=layout.qc_table(OUT),
+        inventory=layout.inventory_tsv(OUT),
         failed=FAILED,
     output:
-        report(f"{OUT}/report.html", caption="../report/report.rst", category="Summary"),
+        report(layout.report(OUT), caption="../report/report.rst", category="Summary"),
     log:
-        f"{OUT}/logs/report.log",
+        layout.run_log(OUT, "report"),
     conda:
         "../../envs/bioingest.yaml"
     params:
