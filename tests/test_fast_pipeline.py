@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import zarr
@@ -18,11 +19,14 @@ import zarr
 from array_reader import ArrayReader, Image, Plate
 from bioingest import pyramid
 from bioingest.checksum import store_pixel_hashes
-from bioingest.convert import ATTR, convert
+from bioingest.convert import convert
 from bioingest.metadata import build_record
 from bioingest.pixelhash import pixel_hash
 from bioingest.pyramid import StoreOptions
-from bioingest.qc import Thresholds, qc_rows, run_qc
+from bioingest.qc import Thresholds, run_qc
+from bioingest.records import ATTR
+from bioingest.schemas import load_schema
+from bioingest.tables import qc_rows
 
 RNG = np.random.default_rng(14)
 #: Small chunks, so images of a few hundred pixels get several pyramid levels.
@@ -87,6 +91,9 @@ def ingest(
         thresholds=Thresholds(),
         page=folder / "qc.html",
     )
+    # Both records are deliverables: they must match their published schemas.
+    jsonschema.validate(record, load_schema("metadata.schema.json"))
+    jsonschema.validate(json.loads((folder / "qc.json").read_text()), load_schema("qc.schema.json"))
     return Ingested(reader, description, intermediate, store, layout, record, qc)
 
 

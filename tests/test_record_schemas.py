@@ -28,6 +28,9 @@ from bioingest.records import (
 from bioingest.study import load_study
 from conftest import REAL, REPO
 
+# Builds records from real files, the CZI through Bio-Formats.
+pytestmark = pytest.mark.java
+
 #: Real files of different kinds: a Z/T stack (tifffile), RGB, five channels, and a
 #: Z/C/T CZI with instrument metadata (Bio-Formats).
 SAMPLES = {
