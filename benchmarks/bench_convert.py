@@ -62,6 +62,7 @@ def bioingest(source: Path, work: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    """Time both inputs against their baselines and print the results as a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192, help="image edge (default 8192)")
     args = parser.parse_args()

@@ -95,6 +95,7 @@ def workflow(inputs: Path, out: Path, cores: int, jvm_server: bool) -> tuple[flo
 
 
 def main() -> None:
+    """Time the baseline and the workflow for each kind of input; print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100, help="files per kind (default 100)")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")

@@ -129,8 +129,10 @@ def config_thresholds() -> Thresholds:
 
 
 def extra_datasets(extra: Path, staging: Path) -> list[Dataset]:
-    """The datasets of ``real-extra``: each folder's main file (its MANIFEST), named after
-    the folder."""
+    """Return the datasets of ``real-extra``.
+
+    Each folder's main file (from its MANIFEST) makes one dataset, named after the folder.
+    """
     with open(extra / "MANIFEST.tsv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [
@@ -225,14 +227,16 @@ def table(rows: list[dict[str, Any]], label: str, source: str) -> str:
 
 
 def generated(rows: list[dict[str, Any]]) -> str:
-    """The whole generated block of docs/qc.md."""
+    """Return the whole generated block of docs/qc.md."""
     real, extra = table(rows, "real", "real/"), table(rows, "extra", "real-extra/")
     return f"{BEGIN}\n\n{real}\n{extra}\n{END}"
 
 
 def update_doc(block: str, *, check: bool) -> bool:
-    """Put ``block`` between the markers of docs/qc.md (with ``check``, only compare);
-    return whether the file was already up to date."""
+    """Put ``block`` between the markers of docs/qc.md; return whether it was up to date.
+
+    With ``check``, only compare: the file is not written.
+    """
     text = DOC.read_text(encoding="utf-8")
     start, end = text.index(BEGIN), text.index(END) + len(END)
     new = text[:start] + block + text[end:]

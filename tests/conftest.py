@@ -54,8 +54,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 
 def manifest_rows() -> list[dict[str, str]]:
-    """Rows of ``../shared/data/real/MANIFEST.tsv`` (empty when the folder is missing;
-    the ``real_dir`` fixture then fails every test that needs it)."""
+    """Return the rows of ``../shared/data/real/MANIFEST.tsv``.
+
+    The list is empty when the folder is missing; the ``real_dir`` fixture then fails every
+    test that needs it.
+    """
     path = REAL / "MANIFEST.tsv"
     if not path.is_file():
         return []
@@ -65,13 +68,13 @@ def manifest_rows() -> list[dict[str, str]]:
 
 @cache
 def real_datasets() -> tuple[Dataset, ...]:
-    """The real samples grouped into datasets by Bio-Formats (in this process, once)."""
+    """Group the real samples into datasets with Bio-Formats (in this process, once)."""
     return tuple(discover(REAL))
 
 
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
-    """The shared folder of real instrument files; missing data is a failure, not a skip."""
+    """Return the shared folder of real instrument files; missing data fails, not skips."""
     assert (REAL / "MANIFEST.tsv").is_file(), f"real sample data missing at {REAL}"
     return REAL
 
@@ -79,7 +82,7 @@ def real_dir() -> Path:
 def workflow_command(
     workdir: Path, config: Mapping[str, Any], *, extra: Sequence[str] = ()
 ) -> tuple[list[str], dict[str, str]]:
-    """The ``snakemake`` command line and environment :func:`run_workflow` uses."""
+    """Return the ``snakemake`` command line and environment :func:`run_workflow` uses."""
     if _running and _running[0].get_closest_marker("workflow") is None:
         raise AssertionError(f"{_running[0].nodeid} runs Snakemake: mark it @pytest.mark.workflow")
     cmd = [
@@ -108,8 +111,10 @@ def run_workflow(
     timeout: float = 1800,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real workflow with ``snakemake`` in ``workdir`` (``env`` added to this
-    process's environment); return the finished process."""
+    """Run the real workflow with ``snakemake`` in ``workdir``; return the finished process.
+
+    ``env`` is added to this process's environment.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     cmd, base_env = workflow_command(workdir, config, extra=extra)
     full_env = {**base_env, **(env or {}), "PATH": base_env["PATH"]}
@@ -133,8 +138,11 @@ def real_run(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class ChannelSeparatorReference:
-    """Bio-Formats' own per-channel answer (``ChannelSeparator``), the pixel reference the
-    readers are compared with; metadata and series come from :class:`BioFormatsReader`."""
+    """Bio-Formats' own per-channel answer (``ChannelSeparator``): the pixel reference.
+
+    The readers are compared with it; metadata and series come from
+    :class:`BioFormatsReader`.
+    """
 
     def __init__(self, path: Path) -> None:
         from bioingest.java import jimport
@@ -172,8 +180,11 @@ class ChannelSeparatorReference:
 
 @pytest.fixture(scope="session")
 def bioformats() -> Iterator[Any]:
-    """Factory opening a file with Bio-Formats in this process (the reference reader:
-    tiles as Bio-Formats' ChannelSeparator returns them, one channel at a time)."""
+    """Yield a factory opening a file with Bio-Formats in this process.
+
+    It is the reference reader: tiles as Bio-Formats' ChannelSeparator returns them, one
+    channel at a time. Every reader it opened is closed at the end of the session.
+    """
     opened: list[ChannelSeparatorReference] = []
 
     def open_reader(path: Path) -> ChannelSeparatorReference:
@@ -198,9 +209,11 @@ LAYOUT_SAMPLES = {
 
 @pytest.fixture(scope="session")
 def target_runs(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> dict[str, Path]:
-    """Output folders of two real runs over :data:`LAYOUT_SAMPLES`: ``"0.4"`` with
-    ``target=qupath`` (NGFF 0.4 and an OME-TIFF) and ``"0.5"`` with the default target.
-    Small chunks (128) make the images multiscale."""
+    """Return the output folders of two real runs over :data:`LAYOUT_SAMPLES`.
+
+    ``"0.4"`` is the run with ``target=qupath`` (NGFF 0.4 and an OME-TIFF), ``"0.5"`` the
+    run with the default target. Small chunks (128) make the images multiscale.
+    """
     base = tmp_path_factory.mktemp("targets")
     sheet = base / "samples.tsv"
     lines = ["dataset\tpath\tpyramid_method"]

@@ -31,7 +31,7 @@ def _mem_mb() -> int:
 
 
 def slurm_conf(state: Path) -> str:
-    """A single-node configuration keeping every file of the cluster under ``state``."""
+    """Return a single-node configuration keeping every file of the cluster under ``state``."""
     host = socket.gethostname().split(".")[0]
     return "\n".join(
         [

@@ -70,7 +70,7 @@ def test_killed_convert_and_pyramid(tmp_path: Path) -> None:
 
 
 def complete(store: Path) -> None:
-    """A store that exists must be whole: metadata and every level readable."""
+    """Check that a store that exists is whole: metadata and every level readable."""
     from ome_zarr_models.v05 import Image
 
     root = zarr.open_group(store, mode="r")
@@ -101,8 +101,10 @@ def job_pids(session: int, verb: str, needle: str) -> list[int]:
 @pytest.mark.workflow
 @pytest.mark.parametrize("kill", ["workflow-SIGKILL", "workflow-SIGINT", "job-SIGKILL"])
 def test_killed_workflow_resumes(tmp_path: Path, kill: str) -> None:
-    """Kill Snakemake itself (hard or Ctrl-C), or kill -9 one running job: the rerun
-    finishes every dataset and nothing half-written is left or published."""
+    """Kill Snakemake itself (hard or Ctrl-C), or kill -9 one running job, then rerun.
+
+    The rerun finishes every dataset, and nothing half-written is left or published.
+    """
     inputs, out, work = tmp_path / "in", tmp_path / "out", tmp_path / "work"
     inputs.mkdir()
     work.mkdir()

@@ -40,8 +40,10 @@ STACK_MARKERS = ("Traceback", "\tat ", "Exception in thread")
 
 
 def write_damaged_tiff(path: Path) -> None:
-    """A tiled, deflate-compressed OME-TIFF (2 x 64 x 64) whose third tile of the second
-    plane has 20 flipped bytes in its compressed stream."""
+    """Write a tiled, deflate-compressed OME-TIFF (2 x 64 x 64) with one damaged tile.
+
+    The third tile of the second plane has 20 flipped bytes in its compressed stream.
+    """
     data = np.random.default_rng(0).integers(0, 4000, (2, 64, 64), dtype=np.uint16)
     tifffile.imwrite(
         path, data, ome=True, tile=(32, 32), compression="zlib", metadata={"axes": "ZYX"}
@@ -56,8 +58,10 @@ def write_damaged_tiff(path: Path) -> None:
 
 
 def write_bad_tag_tiff(path: Path) -> np.ndarray:
-    """A readable TIFF with one private tag of an invalid data type (tifffile logs an
-    ERROR line for it but reads the pixels); returns the pixels."""
+    """Write a readable TIFF with one private tag of an invalid data type; return the pixels.
+
+    tifffile logs an ERROR line for the tag but reads the pixels.
+    """
     data = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64)
     tifffile.imwrite(path, data, extratags=[(65000, "s", 0, "hello world", True)])
     raw = bytearray(path.read_bytes())
@@ -84,8 +88,11 @@ def make_bad(folder: Path, real: Path) -> None:
 
 
 def make_good(folder: Path) -> dict[str, np.ndarray | None]:
-    """Three good inputs: a tifffile-written OME-TIFF, a Bio-Formats .fake and a TIFF
-    with a tag tifffile complains about."""
+    """Write three good inputs into ``folder``; return their pixels by dataset name.
+
+    The inputs are a tifffile-written OME-TIFF, a Bio-Formats .fake (pixels None) and a
+    TIFF with a tag tifffile complains about.
+    """
     data = np.arange(2 * 40 * 30, dtype=np.uint16).reshape(2, 40, 30)
     tifffile.imwrite(folder / "good.ome.tif", data, ome=True)
     (folder / "fake&sizeX=64&sizeY=48&sizeZ=2&pixelType=uint8.fake").touch()
@@ -174,8 +181,10 @@ def test_tifffile_complaints_are_warnings_naming_the_file(
 @pytest.mark.workflow
 @pytest.mark.java
 def test_console_has_no_traceback(bad_run: tuple[Path, Path, str]) -> None:
-    """Under the default profile (failed logs shown) the console has one line per bad
-    file and no Python or Java stack trace."""
+    """Check that the console has one line per bad file and no Python or Java stack trace.
+
+    The run uses the default profile, which shows the logs of failed jobs.
+    """
     inputs, _, console = bad_run
     for marker in STACK_MARKERS:
         assert marker not in console, f"{marker!r} on the console"
@@ -254,8 +263,11 @@ def test_cli_error_is_one_line(tmp_path: Path, real_dir: Path, name: str) -> Non
 
 
 def test_unexpected_failure_traceback_goes_to_its_own_file(tmp_path: Path) -> None:
-    """An internal failure (here: an intermediate store that bioingest did not write) prints
-    one line; the traceback is in a file next to the log, not in the log or on the console."""
+    """Check that an internal failure prints one line and its traceback goes to its own file.
+
+    The failure here is an intermediate store that bioingest did not write. The traceback
+    is in a file next to the log, not in the log or on the console.
+    """
     store = tmp_path / "junk.zarr"
     store.mkdir()
     (store / "zarr.json").write_text(

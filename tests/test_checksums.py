@@ -46,7 +46,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The same inputs and config, run twice into two folders with 2 and 1 cores."""
+    """Run the same inputs and config twice, into two folders with 2 and 1 cores."""
     base = tmp_path_factory.mktemp("runs")
     outs = []
     for name, cores in (("a", "2"), ("b", "1")):
@@ -395,8 +395,10 @@ def test_bia_file_list(runs: tuple[Path, Path]) -> None:
 
 
 def test_pixel_hash_definition() -> None:
-    """Chunking and memory budget do not change the hash; a different dtype order does not
-    either (little-endian canonical bytes)."""
+    """Check that neither chunking, memory budget nor a different dtype order changes the hash.
+
+    The dtype order does not matter because the hash is of canonical little-endian bytes.
+    """
     import hashlib
 
     from bioingest.pixelhash import pixel_hash
@@ -433,8 +435,11 @@ CONTEXT_1_1 = REPO / ".cache" / "ro-crate-1.1-context.jsonld"
 
 
 def validate_offline(crate_dir: Path) -> list[str]:
-    """roc-validator's REQUIRED checks of the Workflow Run Crate profile; the one remote
-    document it needs (the context) is served from CONTEXT_1_1, any other fetch fails."""
+    """Run roc-validator's REQUIRED checks of the Workflow Run Crate profile, offline.
+
+    The one remote document it needs (the context) is served from CONTEXT_1_1; any other
+    fetch fails.
+    """
     from rocrate_validator import models, services
     from rocrate_validator.utils import http
 

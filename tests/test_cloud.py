@@ -41,7 +41,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1, stopped after the module."""
+    """Yield the URL of a moto S3 server on 127.0.0.1, stopped after the module."""
     server = shutil.which("moto_server", path=str(BIN))
     assert server, "moto_server missing: install the test extras (make setup)"
     port = free_port()
@@ -64,7 +64,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def s3fs_of(endpoint: str) -> Any:
-    """An s3fs file system on the test server."""
+    """Return an s3fs file system on the test server."""
     import s3fs
 
     return s3fs.S3FileSystem(**KEYS, client_kwargs={"endpoint_url": endpoint})

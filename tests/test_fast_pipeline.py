@@ -1,5 +1,6 @@
-"""convert, pyramid, metadata and QC on in-memory arrays: the whole chain of stages in a
-few seconds, without a file, a JVM or Snakemake (``make test-fast``).
+"""convert, pyramid, metadata and QC on in-memory arrays, without a file, a JVM or Snakemake.
+
+The whole chain of stages runs in a few seconds (``make test-fast``).
 
 The source is :class:`array_reader.ArrayReader`, given to ``convert`` as its reader.
 """
@@ -98,8 +99,11 @@ def ingest(
 
 
 def halve(plane: np.ndarray) -> np.ndarray:
-    """The ``mean`` pyramid step, written out: pad odd edges by repetition, average each
-    2x2 block in float64, round to nearest (ties to even) for integers."""
+    """Halve ``plane`` as the ``mean`` pyramid step does, written out.
+
+    Pad odd edges by repetition, average each 2x2 block in float64, and round to nearest
+    (ties to even) for integers.
+    """
     h, w = plane.shape
     padded = np.pad(plane, ((0, h % 2), (0, w % 2)), mode="edge").astype(np.float64)
     mean = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).mean(axis=(1, 3))
@@ -208,8 +212,11 @@ def test_a_plate_gets_the_ngff_plate_layout(tmp_path: Path) -> None:
 
 
 def qc_image() -> np.ndarray:
-    """Four channels of a 3-plane 64 x 64 uint16 stack with known faults: 2 % saturated
-    pixels; one blank plane; every plane blank; and a clean channel."""
+    """Return four channels of a 3-plane 64 x 64 uint16 stack with known faults.
+
+    In channel order: 2 % saturated pixels; one blank plane; every plane blank; and a clean
+    channel.
+    """
     pixels = RNG.integers(1000, 3000, (1, 4, 3, 64, 64), dtype=np.uint16)
     saturated = pixels[0, 0]
     saturated.flat[RNG.choice(saturated.size, int(0.02 * saturated.size), replace=False)] = 65535

@@ -1,5 +1,7 @@
-"""Faults: kill -9 at random points of a multi-dataset run, a full disk, and sources that
-no run, failed or killed, ever changes."""
+"""Faults: kill -9 at random points of a multi-dataset run, a full disk, untouched sources.
+
+No run, failed or killed, ever changes a source.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ TRIALS = 10
 
 
 def make_inputs(folder: Path) -> dict[str, np.ndarray]:
-    """Three small datasets read by tifffile (no JVM, so a trial takes seconds); the
-    pixels are in TCZYX order with the size-1 axes left out."""
+    """Write three small datasets read by tifffile (no JVM, so a trial takes seconds).
+
+    Return their pixels by name, in TCZYX order with the size-1 axes left out.
+    """
     rng = np.random.default_rng(7)
     data = {
         "stack": rng.integers(0, 4000, (2, 3, 96, 80), dtype=np.uint16),
@@ -62,8 +66,11 @@ def level0(store: Path) -> np.ndarray:
 
 
 def assert_complete_stores(out: Path, data: dict[str, np.ndarray]) -> int:
-    """Every store that looks complete (final name) and may still be read holds exactly
-    its source's pixels, at every level; return how many final stores there are."""
+    """Check the stores that look complete or may still be read; return how many are final.
+
+    Every store that looks complete (final name) and may still be read holds exactly its
+    source's pixels, at every level.
+    """
     count = 0
     for name, pixels in data.items():
         stores = [out / name / f"{name}.ome.zarr"]
@@ -135,9 +142,12 @@ def inputs(tmp_path: Path) -> Iterator[tuple[Path, dict[str, np.ndarray]]]:
 
 @pytest.mark.slow
 def test_kill9_trials_recover(tmp_path: Path, inputs: tuple[Path, dict[str, np.ndarray]]) -> None:
-    """10 seeded trials: kill -9 the running jobs (or Snakemake and everything under it)
-    at a random moment, then the README's recovery; each run completes, verifies, and
-    equals an uninterrupted run; no store that looks complete is ever partial."""
+    """10 seeded trials: kill -9 at a random moment, then the README's recovery.
+
+    Each trial kills the running jobs (or Snakemake and everything under it). Each run
+    completes, verifies, and equals an uninterrupted run; no store that looks complete is
+    ever partial.
+    """
     folder, data = inputs
     reference = tmp_path / "reference"
     started = time.monotonic()
@@ -208,8 +218,11 @@ def test_kill9_trials_recover(tmp_path: Path, inputs: tuple[Path, dict[str, np.n
 
 
 def test_out_of_disk_fails_the_dataset_cleanly(tmp_path: Path) -> None:
-    """A full disk during a write (the output folder on a 3 MiB tmpfs) fails the dataset
-    that filled it, with one line, and leaves no final output of it behind."""
+    """Check that a full disk during a write fails the dataset that filled it, cleanly.
+
+    The output folder is on a 3 MiB tmpfs. The dataset fails with one line and leaves no
+    final output of it behind.
+    """
     folder = tmp_path / "in"
     folder.mkdir()
     rng = np.random.default_rng(3)

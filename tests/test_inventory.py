@@ -231,9 +231,12 @@ def _bfconvert(*args: str | Path) -> None:
 
 @pytest.fixture(scope="module")
 def multifile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Multi-file acquisitions made now: companion OME-TIFF (split by T and C with
-    Bio-Formats' converter, in a folder with a space), MetaMorph .nd, ICS/IDS, a DICOM
-    folder, and the Micro-Manager set of real-extra unpacked."""
+    """Make multi-file acquisitions now, in one folder; return the folder.
+
+    A companion OME-TIFF (split by T and C with Bio-Formats' converter, in a folder with a
+    space), MetaMorph .nd, ICS/IDS, a DICOM folder, and the Micro-Manager set of
+    real-extra unpacked.
+    """
     root = tmp_path_factory.mktemp("multifile")
     source = REAL / "ome-tiff" / "18x24y5z5t2c8b-text.ome-v-Match.ome.tiff"
     nested = root / "nested dir" / "acq 1"
@@ -268,7 +271,7 @@ def multifile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _used(path: Path) -> set[Path]:
-    """The files Bio-Formats uses when pointed at ``path`` (the reference grouping)."""
+    """Return the files Bio-Formats uses when pointed at ``path`` (the reference grouping)."""
     from bioingest.java import jimport
 
     reader = jimport("loci.formats.ImageReader")()
@@ -384,8 +387,11 @@ def test_sample_sheet_main_takes_its_used_files(tmp_path: Path) -> None:
 @pytest.mark.workflow
 @pytest.mark.java
 def test_workflow_ingests_acquisitions(multifile: Path, tmp_path: Path) -> None:
-    """One store per acquisition, every file in inventory.tsv, results next to the raw
-    data never taken as input, and names that survive added files."""
+    """Check the stores, the inventory and the names of a run over multi-file acquisitions.
+
+    One store per acquisition, every file in inventory.tsv, results next to the raw data
+    never taken as input, and names that survive added files.
+    """
     inputs = tmp_path / "share"
     shutil.copytree(multifile / "mm", inputs / "mm")
     shutil.copytree(multifile / "nested dir", inputs / "nested dir")

@@ -23,7 +23,7 @@ from conftest import BIN
 
 @pytest.fixture
 def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private socket folder, so each test starts its own server; stopped afterwards."""
+    """Yield a private socket folder, so each test starts its own server; stop it afterwards."""
     folder = tmp_path / "run"
     folder.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))

@@ -25,7 +25,7 @@ MAIN_ROWS = [r for r in manifest_rows() if not r["bioformats_format"].startswith
 
 @cache
 def mains() -> dict[Path, str]:
-    """Main file -> dataset name of every real dataset."""
+    """Map the main file of every real dataset to the dataset's name."""
     return {d.main: d.name for d in real_datasets()}
 
 

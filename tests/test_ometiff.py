@@ -1,5 +1,8 @@
-"""Pyramidal OME-TIFF: round-trips pixel-equal through Bio-Formats and tifffile, keeps the
-complete OME-XML, and is byte-identical between runs."""
+"""Pyramidal OME-TIFF: pixel-equal round trips, the complete OME-XML, identical bytes.
+
+The OME-TIFF round-trips pixel-equal through Bio-Formats and tifffile, keeps the complete
+OME-XML, and is byte-identical between runs.
+"""
 
 from __future__ import annotations
 
@@ -103,8 +106,10 @@ def test_bioformats_reads_the_same_pixels_pyramid_and_metadata(
 
 @pytest.fixture(scope="module")
 def odd_run(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Path:
-    """The default target (NGFF 0.5) with ``ome_tiff=True``, on colour pixels, 22 tiny
-    series and a FLIM file with 16 channels."""
+    """Run the default target (NGFF 0.5) with ``ome_tiff=True``; return the output folder.
+
+    The inputs are colour pixels, 22 tiny series and a FLIM file with 16 channels.
+    """
     base = tmp_path_factory.mktemp("odd")
     out = base / "out"
     sheet = base / "samples.tsv"

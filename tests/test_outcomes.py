@@ -23,7 +23,7 @@ def test_failed_tsv_round_trip(tmp_path: Path) -> None:
 
 
 def _damaged_tiff(path: Path) -> np.ndarray:
-    """A tiled, deflate-compressed OME-TIFF whose headers are fine but one tile is not."""
+    """Write a tiled, deflate-compressed OME-TIFF whose headers are fine but one tile is not."""
     data = np.random.default_rng(5).integers(0, 4000, (64, 64), dtype=np.uint16)
     tifffile.imwrite(path, data, ome=True, tile=(32, 32), compression="zlib")
     with tifffile.TiffFile(path) as tif:

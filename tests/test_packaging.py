@@ -1,5 +1,8 @@
-"""Packaging: schemas as package data, one version, the lock file, the project files, and a
-non-editable install that runs the workflow."""
+"""Packaging: package data, version, lock file, project files, and a non-editable install.
+
+The schemas are package data, there is one version, and the non-editable install runs the
+workflow.
+"""
 
 from __future__ import annotations
 
@@ -74,8 +77,10 @@ def _locked() -> dict[str, str]:
 
 
 def test_lock_pins_every_requirement() -> None:
-    """Every requirement of pyproject (extras included) is pinned, inside its range; neither
-    bioingest nor the --no-deps python-bioformats is."""
+    """Check that every requirement of pyproject (extras included) is pinned, inside its range.
+
+    Neither bioingest nor the --no-deps python-bioformats is pinned.
+    """
     pins = _locked()
     assert "bioingest" not in pins and "python-bioformats" not in pins
     project = PYPROJECT["project"]
@@ -94,9 +99,11 @@ def test_lock_pins_every_requirement() -> None:
 
 
 def test_citation_file() -> None:
-    """CITATION.cff: the keys CFF 1.2.0 requires (``cffconvert --validate`` passes too; it is
-    not a test dependency, its jsonschema pin conflicts with ours), the licence of
-    pyproject and no version of its own."""
+    """CITATION.cff: the keys CFF 1.2.0 requires, the licence of pyproject, no version of its own.
+
+    ``cffconvert --validate`` passes too; it is not a test dependency, its jsonschema pin
+    conflicts with ours.
+    """
     cff = yaml.safe_load((REPO / "CITATION.cff").read_text(encoding="utf-8"))
     assert cff["cff-version"] == "1.2.0"
     assert {"cff-version", "message", "title", "authors"} <= set(cff)
@@ -111,8 +118,11 @@ def test_citation_file() -> None:
 
 
 def _clean_env(venv: Path, xdg: Path) -> dict[str, str]:
-    """This process's environment with the fresh venv first on PATH and nothing that would
-    bring the checkout's package in (PYTHONPATH, the main venv's bin)."""
+    """Return this process's environment with the fresh venv first on PATH.
+
+    Nothing that would bring the checkout's package in is kept (PYTHONPATH, the main venv's
+    bin).
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     main_bin = str(Path(sys.executable).parent)
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != main_bin]
@@ -127,8 +137,11 @@ def _clean_env(venv: Path, xdg: Path) -> dict[str, str]:
 @pytest.mark.workflow
 @pytest.mark.java
 def test_non_editable_install_runs_the_workflow(tmp_path: Path) -> None:
-    """``pip install .`` into a fresh venv outside the checkout: the schemas come from the
-    installed package, and the workflow of the checkout runs with it."""
+    """Run ``pip install .`` into a fresh venv outside the checkout, then the workflow.
+
+    The schemas come from the installed package, and the workflow of the checkout runs with
+    it.
+    """
     import tifffile
     import zarr
 

@@ -1,5 +1,7 @@
-"""What the workflow plans per dataset and per run (plan.py), and where the files go
-(layout.py): no Snakemake, no JVM."""
+"""What the workflow plans (plan.py) and where the files go (layout.py): no Snakemake, no JVM.
+
+The plans are per dataset and per run.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def config() -> dict[str, Any]:
-    """The workflow's default configuration."""
+    """Return the workflow's default configuration."""
     data: dict[str, Any] = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     return data
 

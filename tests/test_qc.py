@@ -338,8 +338,10 @@ def test_mosaic_padding_is_not_clipping() -> None:
 
 
 def test_empty_corner_has_no_uniformity() -> None:
-    """A deskewed light-sheet volume: a triangle of zeros whose edge meets dim data (no gap
-    above zero, so not padding), leaving part of the field empty."""
+    """A deskewed light-sheet volume: a triangle of zeros leaves part of the field empty.
+
+    The edge of the triangle meets dim data (no gap above zero, so not padding).
+    """
     rng = np.random.default_rng(3)
     data = rng.integers(1, 2000, (1, SIZE, SIZE)).astype(np.uint16)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
@@ -388,8 +390,10 @@ def test_rgb_has_no_saturation_or_clipping() -> None:
 
 @pytest.mark.parametrize("dtype", ["uint32", "int32", "float32", "float64"])
 def test_wide_pixel_types(dtype: str) -> None:
-    """32-bit integers and floats: every check graded or n/a, exact statistics, and no
-    histogram with one bin per possible value (uint32 once needed 32 GiB)."""
+    """Check 32-bit integers and floats: every check graded or n/a, exact statistics.
+
+    No histogram has one bin per possible value (uint32 once needed 32 GiB).
+    """
     values = RNG.integers(0, 3_000_000_000, (2, 96, 96)).astype(np.float64)
     if dtype == "int32":
         values -= 1_500_000_000
@@ -451,8 +455,11 @@ def test_histogram_bins_are_bounded() -> None:
 @pytest.mark.java
 @pytest.mark.slow
 def test_real_examples_of_the_issue(real_run: Path) -> None:
-    """The two examples QC used to flag wrongly: a single cell on a zero background, and
-    the zero padding of a stitched mosaic (its third series)."""
+    """Check the two examples QC used to flag wrongly.
+
+    They are a single cell on a zero background, and the zero padding of a stitched mosaic
+    (its third series).
+    """
     cell = _channel(real_run, "czi_CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD")
     assert cell["zero_fraction"] > 0.5
     assert cell["checks"]["zero_clipping"] == "pass"
@@ -474,8 +481,11 @@ def test_real_examples_of_the_issue(real_run: Path) -> None:
 @pytest.mark.java
 @pytest.mark.slow
 def test_calibration_table_is_current() -> None:
-    """docs/qc.md's calibration table is what benchmarks/qc_calibration.py generates now
-    (every real file through convert, pyramid, metadata and run_qc, about a minute)."""
+    """Check that docs/qc.md's calibration table is what qc_calibration.py generates now.
+
+    benchmarks/qc_calibration.py runs every real file through convert, pyramid, metadata
+    and run_qc, which takes about a minute.
+    """
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "qc_calibration.py"), "--check"],
         capture_output=True,

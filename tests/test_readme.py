@@ -1,6 +1,8 @@
-"""The README's Quick start works as written: its first block, run verbatim in a fresh
-folder holding the workflow, makes the demo folder and ingests it, one dataset per
-acquisition; and ``make demo`` runs the same commands."""
+"""The README's Quick start works as written, and ``make demo`` runs the same commands.
+
+Its first block, run verbatim in a fresh folder holding the workflow, makes the demo
+folder and ingests it, one dataset per acquisition.
+"""
 
 from __future__ import annotations
 
@@ -26,15 +28,17 @@ CHECKOUT = ["Snakefile", "workflow", "config", "profiles", "demo"]
 
 
 def quick_start_blocks() -> list[str]:
-    """The ```bash blocks of the README's "Quick start" section, in order."""
+    """Return the ```bash blocks of the README's "Quick start" section, in order."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
 
 
 def demo_commands() -> list[str]:
-    """The first block's commands, but ``make setup``: the session running the tests is
-    that setup (its ``.venv`` is linked into the folder)."""
+    """Return the first block's commands, except ``make setup``.
+
+    The session running the tests is that setup (its ``.venv`` is linked into the folder).
+    """
     lines = [line for line in quick_start_blocks()[0].splitlines() if line.strip()]
     assert lines[0].startswith("make setup"), lines
     return lines[1:]
@@ -42,7 +46,7 @@ def demo_commands() -> list[str]:
 
 @pytest.fixture(scope="module")
 def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the workflow and a ``.venv``, after the Quick start commands ran in it."""
+    """Run the Quick start commands in a folder with the workflow and a ``.venv``; return it."""
     work = tmp_path_factory.mktemp("checkout")
     for name in CHECKOUT:
         (work / name).symlink_to(REPO / name)

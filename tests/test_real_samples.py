@@ -39,7 +39,7 @@ def image_paths(root: zarr.Group, count: int) -> list[str]:
 
 
 def micrometres(length: Any) -> float | None:
-    """A Bio-Formats Length in µm, or None when absent or not a physical unit."""
+    """Return a Bio-Formats Length in µm, or None when absent or not a physical unit."""
     if length is None:
         return None
     value = length.value(jimport("ome.units.UNITS").MICROMETER)

@@ -145,7 +145,7 @@ def test_failure_records_match_schemas(failed: tuple[str, str]) -> None:
 
 
 def _broken_metadata(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Records each broken in one way the schema must catch."""
+    """Return copies of ``record``, each broken in one way the schema must catch."""
     out = []
     for change in (
         lambda r: r.pop("completeness"),

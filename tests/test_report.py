@@ -1,5 +1,7 @@
-"""The HTML report renders in real headless Chromium, shows every dataset, and reports
-failures of a partial run; outputs also feed `snakemake --report`."""
+"""The HTML report renders in real headless Chromium and shows every dataset.
+
+It reports the failures of a partial run; the outputs also feed `snakemake --report`.
+"""
 
 from __future__ import annotations
 
@@ -134,7 +136,7 @@ def test_snakemake_report(tmp_path: Path) -> None:
 
 
 def _fake_dataset(out: Path, i: int) -> str:
-    """A dataset folder with a qc.json and metadata.json of the shapes the stages write."""
+    """Write a dataset folder with a qc.json and metadata.json of the shapes the stages write."""
     name = f"ds{i:05d}"
     status = ("pass", "warn", "fail")[i % 3] if i % 7 else "pass"
     checks = {"saturation": status, "zero_clipping": "n/a", "uniformity": "pass"}
@@ -177,8 +179,10 @@ def _fake_dataset(out: Path, i: int) -> str:
 
 @pytest.mark.browser
 def test_summary_scales_to_10000_datasets(tmp_path: Path) -> None:
-    """10,000 rows: a few MB, loads without console errors, failures and fails first,
-    and a click on a column header sorts the rows."""
+    """Check that the summary scales to 10,000 rows: a few MB, failures and fails first.
+
+    It loads without console errors, and a click on a column header sorts the rows.
+    """
     out = tmp_path / "out"
     out.mkdir()
     names = [_fake_dataset(out, i) for i in range(10_000)]

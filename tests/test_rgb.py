@@ -1,5 +1,7 @@
-"""Colour (RGB) sources: each tile is decoded once for its three samples, and every
-channel equals what Bio-Formats' own ChannelSeparator returns."""
+"""Colour (RGB) sources: each tile is decoded once for its three samples.
+
+Every channel equals what Bio-Formats' own ChannelSeparator returns.
+"""
 
 from __future__ import annotations
 
@@ -119,8 +121,11 @@ def test_rgb_through_the_jvm_server(
 
 
 def test_jpegls_dicom_alone_is_one_line(tmp_path: Path) -> None:
-    """Bio-Formats 7.3.1 cannot decode this JPEG-LS tiled DICOM on its own (whole-plane
-    openBytes fails too); the dataset fails with one line naming file and tile."""
+    """Check that a JPEG-LS tiled DICOM Bio-Formats cannot decode fails with one line.
+
+    Bio-Formats 7.3.1 cannot decode this DICOM on its own (whole-plane openBytes fails
+    too); the dataset fails with one line naming file and tile.
+    """
     folder = tmp_path / "jls"
     folder.mkdir()
     path = folder / "sm_image_jpegls.dcm"

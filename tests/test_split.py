@@ -79,7 +79,7 @@ def test_split_workflow_matches_whole_conversion(real_dir: Path, tmp_path: Path)
 
 @pytest.fixture
 def swatch_parts(real_dir: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
-    """The 22-series OME-TIFF described, and converted in two parts."""
+    """Describe the 22-series OME-TIFF and convert it in two parts; return the JSON and parts."""
     source = real_dir / SWATCH
     described = tmp_path / "source.json"
     convert(source, source_json_path=described)
@@ -203,8 +203,10 @@ def store_files(store: Path) -> dict[str, bytes]:
 def test_assemble_killed_leaves_parts_whole(
     tmp_path: Path, swatch_parts: tuple[Path, list[Path]], seed: int
 ) -> None:
-    """kill -9 during assemble: the parts are unchanged, nothing looks complete, and the
-    rerun joins every series with the parts' exact pixels."""
+    """Kill -9 during assemble: the parts are unchanged and nothing looks complete.
+
+    The rerun joins every series with the parts' exact pixels.
+    """
     described, parts = swatch_parts
     before = {part: store_files(part) for part in parts}
     target = tmp_path / "joined.zarr"

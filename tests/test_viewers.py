@@ -1,5 +1,7 @@
-"""The stores open in the viewers people use: napari with napari-ome-zarr (headless under
-Xvfb) and vizarr in headless Chromium, served from a loopback HTTP server.
+"""The stores open in the viewers people use: napari and vizarr.
+
+napari runs with napari-ome-zarr (headless under Xvfb), vizarr in headless Chromium, served
+from a loopback HTTP server.
 
 Screenshots are kept in ``test-artifacts/napari/`` and ``test-artifacts/vizarr/``.
 """
@@ -46,8 +48,10 @@ def _qc(out: Path, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def napari_views(target_runs: dict[str, Path]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """What napari shows for every image and plate root of both runs, opened in one
-    napari session under Xvfb."""
+    """Return what napari shows for every image and plate root of both runs.
+
+    All of them are opened in one napari session under Xvfb.
+    """
     xvfb = shutil.which("xvfb-run")
     assert xvfb, "xvfb-run is not installed (make test installs Debian's xvfb)"
     shots = ARTIFACTS / "napari"
@@ -136,8 +140,10 @@ def test_napari_shows_the_whole_plate(
 
 
 def _non_blank(shot: Path) -> tuple[float, int]:
-    """Share of non-white pixels right of vizarr's control panel, and their distinct
-    grey values."""
+    """Return the share of non-white pixels right of vizarr's control panel.
+
+    Also return the number of their distinct grey values.
+    """
     grey = np.asarray(Image.open(shot).convert("L"))[:, 240:]
     content = grey[grey < 250]
     return content.size / grey.size, len(np.unique(content))

@@ -136,7 +136,7 @@ def _files_below(path: Path, out_dir: Path) -> list[str]:
 
 
 def run_files(out_dir: Path, outputs: list[Path]) -> list[str]:
-    """This run's files: ``outputs`` (files and folders) and the logs of their steps.
+    """Return this run's files: ``outputs`` (files and folders) and the logs of their steps.
 
     A dataset is a first-level folder of ``out_dir`` that holds one of ``outputs``: every
     file its steps write is listed (:func:`bioingest.layout.dataset_files`), and the logs
@@ -210,7 +210,7 @@ def write_run_manifest(
     threads: int = 2,
     out: Path | None = None,
 ) -> Path:
-    """The run's manifest step: re-check the sources, then hash the run's files.
+    """Run the manifest step: re-check the sources, then hash the run's files.
 
     Parameters
     ----------
@@ -249,7 +249,7 @@ def write_run_manifest(
 
 
 def _dataset_of(path: Path, out_dir: Path) -> str:
-    """The first folder of ``path`` below ``out_dir`` (a dataset's name, or '')."""
+    """Return the first folder of ``path`` below ``out_dir`` (a dataset's name, or '')."""
     parts = path.relative_to(out_dir).parts
     return parts[0] if len(parts) > 1 else ""
 

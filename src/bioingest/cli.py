@@ -19,14 +19,19 @@ log = logging.getLogger("bioingest")
 
 
 def trace_file(log_file: Path) -> Path:
-    """Where the traceback of an unexpected failure goes: next to the log, never in it,
-    so that the log (shown on the console by ``show-failed-logs``) keeps one line."""
+    """Return where the traceback of an unexpected failure goes: next to the log, never in it.
+
+    That way the log (shown on the console by ``show-failed-logs``) keeps one line.
+    """
     return layout.trace_of(log_file)
 
 
 def _write_trace(log_file: Path | None) -> str:
-    """Save the traceback being handled; return how to name its file in a message: next to
-    the log, its name alone (logs must not depend on the output folder), else its path."""
+    """Save the traceback being handled; return how to name its file in a message.
+
+    Next to the log, its name alone (logs must not depend on the output folder), else its
+    path.
+    """
     import tempfile
     import traceback
 
@@ -418,8 +423,11 @@ def _prober(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
-    """Options several verbs share, as parent parsers: ``--log``; the options that choose
-    and size the Bio-Formats JVM; the hashing threads of ``checksum`` and ``verify``."""
+    """Return the options several verbs share, as parent parsers.
+
+    They are ``--log``; the options that choose and size the Bio-Formats JVM; the hashing
+    threads of ``checksum`` and ``verify``.
+    """
     log_option = argparse.ArgumentParser(add_help=False)
     log_option.add_argument("--log", type=Path, help="also write messages to this file")
     java_options = argparse.ArgumentParser(add_help=False)
@@ -440,7 +448,7 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``bioingest`` argument parser with one sub-command per stage."""
+    """Build the ``bioingest`` argument parser with one sub-command per stage."""
     from bioingest import targets
 
     parser = argparse.ArgumentParser(

@@ -173,7 +173,7 @@ def convert(
 
 
 def _describe(source: Path, src: SourceReader) -> SourceDescription:
-    """What the intermediate store and ``{dataset}.source.json`` say of the source."""
+    """Return what the intermediate store and ``{dataset}.source.json`` say of the source."""
     return {
         "source": source.name,
         "reader": src.name,

@@ -1,5 +1,7 @@
-"""Small HTML pieces shared by the run's summary page and the per-dataset QC pages:
-status badges, number formatting, inline SVG plots and how to open a store in viewers.
+"""Small HTML pieces shared by the run's summary page and the per-dataset QC pages.
+
+The pieces: status badges, number formatting, inline SVG plots and how to open a store in
+viewers.
 
 Everything is inline (no network, no external files), and nothing depends on the time or
 the output folder's location, so reruns give the same bytes.
@@ -40,12 +42,12 @@ code{font-size:.8rem;background:#f6f8fa;padding:0 .2rem;word-break:break-all}
 
 
 def badge(status: str) -> str:
-    """A coloured status label (short markup: the summary repeats it 30,000 times)."""
+    """Return a coloured status label (short markup: the summary repeats it 30,000 times)."""
     return f"<b class={CLASSES.get(status, 'n')}>{html.escape(status)}</b>"
 
 
 def fmt(value: Any) -> str:
-    """A value for a table cell: 6 significant digits, escaped, empty for None."""
+    """Format a value for a table cell: 6 significant digits, escaped, empty for None."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -114,14 +116,16 @@ def svg_focus(planes: list[PlaneQC], channels: list[ChannelQC]) -> str:
 
 
 def napari_command(store: str) -> str:
-    """The shell command that opens ``store`` (relative to the output folder) in napari."""
+    """Return the shell command that opens ``store`` (relative to the output folder) in napari."""
     return f"napari --plugin napari-ome-zarr {shlex.quote(store)}"
 
 
 def web_path(store: str, series_path: str) -> str:
-    """URL path of one image of a store, relative to the output folder, for a viewer
-    reading the folder over HTTP (vizarr, Neuroglancer, …); images of a bioformats2raw
-    store or plate are opened one by one."""
+    """Return the URL path of one image of a store, relative to the output folder.
+
+    The path is for a viewer reading the folder over HTTP (vizarr, Neuroglancer, …); images
+    of a bioformats2raw store or plate are opened one by one.
+    """
     return f"{store}/{series_path}/" if series_path else f"{store}/"
 
 

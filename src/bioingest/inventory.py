@@ -150,7 +150,7 @@ IN_OUTPUT = "inside the output folder"
 
 
 def recent(seconds: float) -> str:
-    """The skip reason of a file modified less than ``seconds`` ago."""
+    """Return the skip reason of a file modified less than ``seconds`` ago."""
     return f"modified in the last {seconds:g} s (may still be written)"
 
 
@@ -177,7 +177,7 @@ class Dataset:
     failure: str = ""
 
     def location(self, path: Path) -> str:
-        """A local path as text, or the URL of a remote file."""
+        """Return a local path as text, or the URL of a remote file."""
         return f"{self.scheme}://{path.as_posix()}" if self.scheme else str(path)
 
     @property
@@ -221,7 +221,7 @@ class Inventory:
         return path.relative_to(self.root).as_posix()
 
     def to_json(self) -> dict[str, Any]:
-        """The machine-readable inventory (``OUT/inventory.json``): relative paths only."""
+        """Return the machine-readable inventory (``OUT/inventory.json``): relative paths only."""
         return {
             "scheme": self.scheme,
             "datasets": [
@@ -293,7 +293,7 @@ class Inventory:
 
 
 def suffix(path: Path | PurePosixPath | str) -> str:
-    """The image extension of ``path`` in lower case, compound ones included."""
+    """Return the image extension of ``path`` in lower case, compound ones included."""
     lower = str(path).rsplit("/", 1)[-1].lower()
     for s in SUFFIXES:
         if lower.endswith(s) and len(lower) > len(s):
@@ -310,7 +310,7 @@ def safe_name(text: str) -> str:
 
 
 def base_name(rel: str) -> str:
-    """The name a main file at ``rel`` (relative, ``/`` separated) gets when unique."""
+    """Return the name a main file at ``rel`` (relative, ``/`` separated) gets when unique."""
     *folders, file_name = rel.split("/")
     ext = suffix(file_name)
     stem = file_name[: -len(ext)] if ext else file_name
@@ -384,7 +384,7 @@ class Entry:
     mode: int
 
     def key(self) -> list[int]:
-        """What the cache is keyed on besides the path."""
+        """Return what the cache is keyed on besides the path."""
         return [self.size, self.mtime_ns, stat.S_IMODE(self.mode)]
 
 
@@ -436,7 +436,7 @@ def walk(root: Path, *, exclude: Path | None = None) -> tuple[list[Entry], list[
 
 
 def fingerprint(entries: Iterable[Entry], *, extra: str = "") -> str:
-    """A digest of a listing: changes when any file appears, goes, or changes."""
+    """Return a digest of a listing that changes when any file appears, goes, or changes."""
     digest = hashlib.sha256(extra.encode())
     for e in entries:
         digest.update(json.dumps([e.rel, *e.key()]).encode())
@@ -468,12 +468,12 @@ class Cache:
                 self.names = dict(data.get("names", {}))
 
     def sha256(self, entry: Entry) -> str | None:
-        """The cached digest of an unchanged file."""
+        """Return the cached digest of an unchanged file."""
         hit = self.files.get(entry.rel)
         return str(hit["sha256"]) if hit and hit.get("key") == entry.key() else None
 
     def probe(self, entry: Entry, current: Mapping[str, Entry]) -> Probe | None:
-        """The cached probe of ``entry``, if it and every file it used are unchanged."""
+        """Return the cached probe of ``entry``, if it and every file it used are unchanged."""
         hit = self.files.get(entry.rel)
         if not hit or hit.get("key") != entry.key() or "probe" not in hit:
             return None
@@ -627,8 +627,11 @@ def group(
 
 
 def _main(p: Probe, opened: str, listed: Mapping[str, Entry]) -> str:
-    """The acquisition's main file: the one Bio-Formats reports as current, except that
-    a metadata file the reader was pointed at (``.nd``) wins over a TIFF it reports."""
+    """Return the acquisition's main file: the one Bio-Formats reports as current.
+
+    The exception: a metadata file the reader was pointed at (``.nd``) wins over a TIFF it
+    reports.
+    """
     current = p.main if p.main in listed else opened
     pixel = current.lower().endswith(_PIXEL_SUFFIXES)
     if current != opened and pixel and not opened.lower().endswith(_PIXEL_SUFFIXES):
@@ -867,9 +870,11 @@ def _try_hash(path: Path) -> str:
 
 
 def read_sheet(sheet: Path) -> list[tuple[str, Path, str]]:
-    """``(name, main file, pyramid_method)`` per row of a tab-separated sample sheet
-    (columns ``dataset``, ``path``; optional ``pyramid_method``). Relative paths are
-    relative to the sheet's folder."""
+    """Read a tab-separated sample sheet: ``(name, main file, pyramid_method)`` per row.
+
+    The columns are ``dataset``, ``path`` and the optional ``pyramid_method``. Relative
+    paths are relative to the sheet's folder.
+    """
     if not sheet.is_file():
         raise IngestError(sheet, "sample sheet not found")
     schema = load_schema("samples.schema.yaml")
@@ -905,8 +910,10 @@ def read_sheet(sheet: Path) -> list[tuple[str, Path, str]]:
 
 
 def sheet_root(rows: list[tuple[str, Path, str]], sheet: Path) -> Path:
-    """The folder a sheet's files are recorded relative to: the deepest common folder of
-    the sheet and its files."""
+    """Return the folder a sheet's files are recorded relative to.
+
+    It is the deepest common folder of the sheet and its files.
+    """
     return Path(os.path.commonpath([sheet.parent, *(main.parent for _, main, _ in rows)]))
 
 
@@ -914,8 +921,11 @@ def sheet_root(rows: list[tuple[str, Path, str]], sheet: Path) -> Path:
 
 
 def storage_options(url: str) -> dict[str, Any]:
-    """fsspec options for ``url``: for S3, the endpoint and keys the Snakemake S3 storage
-    plugin reads (``SNAKEMAKE_STORAGE_S3_*``), else the standard AWS configuration."""
+    """Return the fsspec options for ``url``.
+
+    For S3, the endpoint and keys the Snakemake S3 storage plugin reads
+    (``SNAKEMAKE_STORAGE_S3_*``), else the standard AWS configuration.
+    """
     if not url.startswith("s3://"):
         return {}
     env = {
@@ -931,7 +941,7 @@ def storage_options(url: str) -> dict[str, Any]:
 
 
 def list_remote(url: str) -> tuple[Path, list[Entry]]:
-    """The bucket path and the files below a remote folder such as ``s3://bucket/raw``."""
+    """Return the bucket path and the files below a remote folder such as ``s3://bucket/raw``."""
     try:
         import fsspec
     except ImportError:
@@ -1035,9 +1045,11 @@ def load(json_path: Path, *, root: Path) -> Inventory:
 
 
 def input_root(config: Mapping[str, Any], *, base: Path | None = None) -> Path:
-    """The folder source paths are recorded relative to: input_dir, or for a sample sheet
-    the deepest folder holding the sheet and its files. For a remote input_dir, its
-    ``bucket/key`` path."""
+    """Return the folder source paths are recorded relative to.
+
+    That is input_dir, or for a sample sheet the deepest folder holding the sheet and its
+    files. For a remote input_dir, its ``bucket/key`` path.
+    """
     here = base or Path.cwd()
     if config.get("samples"):
         sheet = Path(os.path.normpath((here / config["samples"]).absolute()))
@@ -1050,7 +1062,7 @@ def input_root(config: Mapping[str, Any], *, base: Path | None = None) -> Path:
 def output_inside(
     config: Mapping[str, Any], root: Path, *, base: Path | None = None
 ) -> Path | None:
-    """The output folder when it lies inside the input root (it is then never an input)."""
+    """Return the output folder when it lies inside the input root (it is then never an input)."""
     if config.get("input_dir", "").count("://"):
         return None
     out = Path(os.path.normpath(((base or Path.cwd()) / config["output_dir"]).absolute()))
@@ -1058,7 +1070,7 @@ def output_inside(
 
 
 def listing_fingerprint(config: Mapping[str, Any], *, base: Path | None = None) -> str:
-    """What the inventory depends on, cheaply: a stat walk (no file is opened).
+    """Fingerprint what the inventory depends on, cheaply: a stat walk (no file is opened).
 
     The workflow passes it to the inventory job as a parameter, so the job reruns
     exactly when a file appears, goes or changes, or ages past ``min_file_age_s``.

@@ -91,8 +91,11 @@ PART_STEP = "convert_part"
 
 
 def join(out: P, *parts: str) -> P:
-    """``out`` followed by ``parts``: ``/``-joined for a string (no leading ``/`` when
-    ``out`` is empty), :meth:`~pathlib.PurePath.joinpath` for a path."""
+    """Return ``out`` followed by ``parts``.
+
+    ``/``-joined for a string (no leading ``/`` when ``out`` is empty),
+    :meth:`~pathlib.PurePath.joinpath` for a path.
+    """
     if isinstance(out, PurePath):
         return cast(P, out.joinpath(*parts))
     return cast(P, "/".join([out, *parts] if out else parts))
@@ -152,8 +155,10 @@ def ome_tiff(out: P, name: str) -> P:
 
 
 def dataset_files(out: P, name: str) -> list[P]:
-    """Every file and folder a dataset's steps write into its folder (``OUT/NAME``),
-    whether or not this run's configuration writes it (``NAME.ome.tif``)."""
+    """Return every file and folder a dataset's steps write into its folder (``OUT/NAME``).
+
+    Each is listed whether or not this run's configuration writes it (``NAME.ome.tif``).
+    """
     return [
         fn(out, name)
         for fn in (
@@ -219,10 +224,12 @@ def _trace_name(log_name: str) -> str:
 
 
 def step_logs(out: Path, name: str) -> list[Path]:
-    """The logs of a dataset's steps that exist (with the traceback files next to
-    them), sorted by file name: every step of :data:`DATASET_STEPS`, and the parts of a
+    """Return the logs of a dataset's steps that exist (with the traceback files next to them).
+
+    They are sorted by file name: every step of :data:`DATASET_STEPS`, and the parts of a
     split conversion from 1 up to the first one missing. Derived from the layout; the
-    dataset's log folder is not listed."""
+    dataset's log folder is not listed.
+    """
     logs = [dataset_log(out, name, step) for step in DATASET_STEPS]
     k = 1
     while part_log(out, name, k).is_file():
@@ -271,7 +278,7 @@ def summary_table(out: P, table: str, ext: str = "tsv") -> P:
 
 
 def metadata_tables(out: P) -> list[P]:
-    """The metadata tables: ``images`` and ``channels``, each as TSV and Parquet."""
+    """Return the metadata tables: ``images`` and ``channels``, each as TSV and Parquet."""
     return [summary_table(out, t, ext) for t in METADATA_TABLES for ext in TABLE_FORMATS]
 
 
@@ -311,22 +318,24 @@ NOT_LISTED = frozenset(
 
 
 def name_of_store(store_dir: PurePath) -> str:
-    """The dataset's name from its store's path (``NAME.ome.zarr``)."""
+    """Return the dataset's name from its store's path (``NAME.ome.zarr``)."""
     return store_dir.name.removesuffix(STORE_SUFFIX)
 
 
 def name_of_source_json(path: PurePath) -> str:
-    """The dataset's name from its ``NAME.source.json``."""
+    """Return the dataset's name from its ``NAME.source.json``."""
     return path.name.removesuffix(SOURCE_JSON_SUFFIX)
 
 
 def name_of_record(path: PurePath) -> str:
-    """The dataset's name from a file directly in its folder (``NAME/metadata.json``)."""
+    """Return the dataset's name from a file directly in its folder (``NAME/metadata.json``)."""
     return path.parent.name
 
 
 def run_level_log(out: P, rel: str) -> P | None:
-    """The log of the step that writes the run-level file ``rel`` (relative to the
-    output folder), or None for a dataset's file."""
+    """Return the log of the step that writes the run-level file ``rel``.
+
+    ``rel`` is relative to the output folder. None for a dataset's file.
+    """
     step = RUN_LEVEL_STEP.get(rel)
     return run_log(out, step) if step else None

@@ -260,7 +260,7 @@ def build_record(
     study: Study | None = None,
     pixel_hashes: list[str] | None = None,
 ) -> MetadataRecord:
-    """The normalised metadata record for one dataset.
+    """Build the normalised metadata record for one dataset.
 
     Parameters
     ----------

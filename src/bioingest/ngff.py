@@ -24,7 +24,7 @@ __all__ = ["NgffVersion"]
 
 
 def axes(*, space_unit: bool, time_unit: bool) -> list[dict[str, str]]:
-    """The five TCZYX axes, with units only where the physical size is known."""
+    """Return the five TCZYX axes, with units only where the physical size is known."""
     t: dict[str, str] = {"name": "t", "type": "time"}
     if time_unit:
         t["unit"] = "second"
@@ -42,7 +42,7 @@ def _format(version: NgffVersion) -> Format:
 
 
 def _ome(group: zarr.Group, version: NgffVersion) -> dict[str, Any]:
-    """The group's NGFF attributes (0.5: the ``ome`` key)."""
+    """Return the group's NGFF attributes (0.5: the ``ome`` key)."""
     attrs = dict(group.attrs)
     if version == "0.5":
         ome = attrs.get("ome", {})
@@ -63,8 +63,9 @@ def write_multiscale(
     omero: dict[str, Any],
     version: NgffVersion,
 ) -> None:
-    """Write an image's ``multiscales`` and ``omero`` metadata with ome-zarr-py, then
-    validate the image with ome-zarr-models.
+    """Write an image's ``multiscales`` and ``omero`` metadata, then validate the image.
+
+    The metadata is written with ome-zarr-py and the image validated with ome-zarr-models.
 
     Parameters
     ----------
@@ -138,8 +139,9 @@ def write_plate(
     field_count: int,
     version: NgffVersion,
 ) -> None:
-    """Write a plate's metadata with ome-zarr-py, then validate the whole plate
-    (wells and fields included) with ome-zarr-models.
+    """Write a plate's metadata, then validate the whole plate (wells and fields included).
+
+    The metadata is written with ome-zarr-py and the plate validated with ome-zarr-models.
 
     ``wells`` holds the (row index, column index) of every well, in writing order.
     """
@@ -158,8 +160,10 @@ def write_plate(
 def write_collection(
     root: zarr.Group, ome: zarr.Group, *, series: list[str], version: NgffVersion
 ) -> None:
-    """Mark ``root`` as a bioformats2raw collection (``bioformats2raw.layout`` 3) and
-    list its series in the ``OME`` group, then validate it.
+    """Mark ``root`` as a bioformats2raw collection and list its series, then validate it.
+
+    The collection is marked by ``bioformats2raw.layout`` 3; the series are listed in the
+    ``OME`` group.
 
     ome-zarr-py has no writer for this transitional layout, so the keys are written here.
     """
@@ -234,7 +238,7 @@ def omero(
     dtype: np.dtype[Any],
     default_z: int,
 ) -> dict[str, Any]:
-    """The ``omero`` rendering block: labels, colours and windows from the data range."""
+    """Build the ``omero`` rendering block: labels, colours and windows from the data range."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         full = (float(info.min), float(info.max))

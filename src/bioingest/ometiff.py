@@ -39,12 +39,12 @@ _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 
 def _ns(root: Element) -> str:
-    """The OME namespace of a document, ``{uri}`` (OME-XML schemas differ by year)."""
+    """Return the OME namespace of a document, ``{uri}`` (OME-XML schemas differ by year)."""
     return root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
 
 
 def layout_xml(xml: str, *, planes: list[int], content_hash: str) -> str:
-    """The OME-XML rewritten for this file's pixel layout.
+    """Return the OME-XML rewritten for this file's pixel layout.
 
     Parameters
     ----------

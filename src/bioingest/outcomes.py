@@ -41,8 +41,10 @@ class Failure:
 def collect(
     inventory_json: Path, described: Iterable[Path], *, qc_reports: Iterable[Path] = ()
 ) -> list[Failure]:
-    """Failures recorded by the inventory and by ``convert`` (``{dataset}.source.json``),
-    and, with ``qc_fail_policy: stop``, the datasets whose QC failed (``qc_reports``)."""
+    """Collect failures recorded by the inventory and by ``convert`` (``{dataset}.source.json``).
+
+    With ``qc_fail_policy: stop``, also the datasets whose QC failed (``qc_reports``).
+    """
     data = json.loads(inventory_json.read_text(encoding="utf-8"))
     failures = [
         Failure(d["name"], "inventory", d["main"], d["failure"])
@@ -88,7 +90,7 @@ def read_failures(path: Path) -> list[Failure]:
 
 
 def recorded_failure(source_json: Path | None) -> FailureReason | None:
-    """The failure ``convert`` recorded in ``{dataset}.source.json``, if any."""
+    """Return the failure ``convert`` recorded in ``{dataset}.source.json``, if any."""
     if source_json is None or not source_json.is_file():
         return None
     record = read_source(source_json)
@@ -96,12 +98,12 @@ def recorded_failure(source_json: Path | None) -> FailureReason | None:
 
 
 def failure_record(dataset: str, failure: FailureReason) -> str:
-    """The JSON a later stage writes for a dataset whose conversion failed."""
+    """Return the JSON a later stage writes for a dataset whose conversion failed."""
     return failure_json(dataset, failure)
 
 
 def write_failed_store(store: Path, failure: FailureReason) -> None:
-    """A store folder with only a note in it: what a reader opening it should know."""
+    """Write a store folder with only a note in it: what a reader opening it should know."""
     with atomic.atomic_dir(store) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         layout.not_converted(tmp).write_text(

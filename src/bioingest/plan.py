@@ -35,15 +35,19 @@ def _quoted(options: Sequence[str]) -> str:
 
 
 def is_split(d: Dataset, config: Config) -> bool:
-    """Whether a dataset is converted in parts (above ``split_series_above_mb``, with
-    more than one series)."""
+    """Whether a dataset is converted in parts.
+
+    It is when above ``split_series_above_mb``, with more than one series.
+    """
     limit = config["split_series_above_mb"]
     return limit is not None and d.nbytes > limit * 1024 * 1024 and len(d.series_bytes) > 1
 
 
 def parts_of(d: Dataset, config: Config) -> list[tuple[int, int]]:
-    """``(start, stop)`` series of each conversion job of a dataset (``series_per_job``
-    series each when split, else one job for all)."""
+    """``(start, stop)`` series of each conversion job of a dataset.
+
+    ``series_per_job`` series each when split, else one job for all.
+    """
     if not is_split(d, config):
         return [(0, len(d.series_bytes))]
     return split(len(d.series_bytes), config["series_per_job"])
@@ -67,7 +71,7 @@ def later_parts(out: str, d: Dataset, config: Config) -> list[str]:
 
 
 def intermediate_store(out: str, d: Dataset, config: Config) -> str:
-    """The converted pixels: convert's store, or the parts of a split source joined."""
+    """Return the converted pixels: convert's store, or the parts of a split source joined."""
     if is_split(d, config):
         return layout.assembled(out, d.name)
     return layout.intermediate(out, d.name)
@@ -102,8 +106,10 @@ def part_runtime(d: Dataset, config: Config, k: int, attempt: int) -> int:
 
 
 def image_request(source_json: Path, config: Config, attempt: int) -> Estimate:
-    """Request of a job streaming the converted pixels (pyramid, metadata, qc, OME-TIFF),
-    from the pixel bytes convert reported in ``source_json``."""
+    """Request of a job streaming the converted pixels (pyramid, metadata, qc, OME-TIFF).
+
+    It is sized from the pixel bytes convert reported in ``source_json``.
+    """
     store = store_settings(config)
     return image_estimate(
         pixel_bytes=pixel_bytes(source_json),
@@ -118,7 +124,7 @@ def image_request(source_json: Path, config: Config, attempt: int) -> Estimate:
 
 
 def convert_options(d: Dataset, config: Config, *, input_root: Path, source: str) -> str:
-    """What convert needs to know of the dataset, as quoted options.
+    """Return what convert needs to know of the dataset, as quoted options.
 
     The folder the file paths are recorded relative to (a remote source is a local copy
     in Snakemake's storage folder, at the same path below it as below the bucket), the
@@ -163,7 +169,7 @@ def jvm_server_option(config: Config) -> str:
 
 
 def pyramid_method(d: Dataset, config: Config) -> str:
-    """The sample sheet's method (e.g. nearest for label images), else the config's."""
+    """Return the sample sheet's method (e.g. nearest for label images), else the config's."""
     return d.pyramid_method or str(config["pyramid_method"])
 
 
@@ -179,18 +185,20 @@ def qc_options(config: Config) -> str:
 
 
 def study_option(study: Sequence[str]) -> str:
-    """The ``--study`` option of a verb, quoted, when the study file is an input."""
+    """Return the ``--study`` option of a verb, quoted, when the study file is an input."""
     return f"--study {shlex.quote(study[0])}" if study else ""
 
 
 def config_json(config: Config) -> str:
-    """The validated configuration as JSON, for the run's provenance."""
+    """Return the validated configuration as JSON, for the run's provenance."""
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
 def sources_root(inv: Inventory, input_root: Path, sources: Sequence[str]) -> str:
-    """Folder the sources (``sources``, in :func:`source_files` order, as the job sees
-    them) are named relative to: for remote sources, the folder of their local copies."""
+    """Folder the sources are named relative to: for remote sources, their local copies' folder.
+
+    ``sources`` are the sources in :func:`source_files` order, as the job sees them.
+    """
     if not inv.scheme or not sources:
         return str(input_root)
     first = sorted(inv.ok[0].files)[0]
@@ -236,7 +244,7 @@ def qc_stop_reports(out: str, inv: Inventory, config: Config) -> list[str]:
 
 
 def stores(out: str, inv: Inventory) -> list[str]:
-    """The final store of every dataset."""
+    """Return the final store of every dataset."""
     return [layout.store(out, n) for n in ok_names(inv)]
 
 
@@ -246,14 +254,14 @@ def source_fixities(out: str, inv: Inventory) -> list[str]:
 
 
 def ome_tiffs(out: str, inv: Inventory, config: Config) -> list[str]:
-    """The pyramidal OME-TIFF of every dataset, when the target or ``ome_tiff`` asks."""
+    """Return the pyramidal OME-TIFF of every dataset, when the target or ``ome_tiff`` asks."""
     if not store_settings(config).ome_tiff:
         return []
     return [layout.ome_tiff(out, n) for n in ok_names(inv)]
 
 
 def run_tables(out: str) -> list[str]:
-    """The run's summary tables."""
+    """Return the run's summary tables."""
     return [*layout.metadata_tables(out), layout.qc_table(out)]
 
 
@@ -279,8 +287,11 @@ def final_outputs(out: str, inv: Inventory, config: Config) -> list[str]:
 
 
 def failure_messages(out: str, input_root: Path) -> list[str]:
-    """After a run: one line per dataset ``failed.tsv`` lists, then a closing line
-    naming the files to read; none when no dataset failed (or no list was written)."""
+    """After a run: one line per dataset ``failed.tsv`` lists, then a closing line.
+
+    The closing line names the files to read. There are no lines when no dataset failed
+    (or no list was written).
+    """
     from bioingest.outcomes import read_failures
 
     failed = Path(layout.failed(out))

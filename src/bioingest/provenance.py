@@ -1,5 +1,7 @@
-"""Provenance: the run's Workflow Run RO-Crate, a crate per OME-Zarr, the BioImage Archive
-file list and the BagIt hand-off."""
+"""Provenance: RO-Crates, the BioImage Archive file list and the BagIt hand-off.
+
+The crates are the run's Workflow Run RO-Crate and a crate per OME-Zarr.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +38,10 @@ def _version(dist: str) -> str:
 
 
 def dependencies() -> list[str]:
-    """bioingest's direct dependencies that are installed (the extras in :data:`EXTRAS`
-    included), by their distributions' own names, sorted case-insensitively."""
+    """Return bioingest's installed direct dependencies (the extras in :data:`EXTRAS` included).
+
+    They are named by their distributions' own names, sorted case-insensitively.
+    """
     from packaging.requirements import Requirement
 
     try:
@@ -59,7 +63,7 @@ def dependencies() -> list[str]:
 
 
 def git_commit(workflow_dir: Path) -> str:
-    """The git commit of the checkout holding the workflow, or empty when not in one."""
+    """Return the git commit of the checkout holding the workflow, or empty when not in one."""
     try:
         out = subprocess.run(
             ["git", "-C", str(workflow_dir), "rev-parse", "HEAD"],
@@ -104,7 +108,7 @@ def bioformats_version() -> str:
 
 
 def store_crate(*, name: str, study: dict[str, Any] | None) -> dict[str, Any]:
-    """A minimal RO-Crate for one OME-Zarr: name, licence, organism and modality."""
+    """Return a minimal RO-Crate for one OME-Zarr: name, licence, organism and modality."""
     study = study or {}
     root: dict[str, Any] = {
         "@id": "./",
@@ -177,8 +181,10 @@ def write_bia_file_list(
     failed: Path | None = None,
     study: dict[str, Any] | None = None,
 ) -> None:
-    """Write the BioImage Archive file list (:func:`bia_file_list`) to ``out``, leaving
-    out the datasets ``failed`` (``failed.tsv``) lists."""
+    """Write the BioImage Archive file list (:func:`bia_file_list`) to ``out``.
+
+    It leaves out the datasets ``failed`` (``failed.tsv``) lists.
+    """
     if failed is not None:
         from bioingest.outcomes import read_failures
 
@@ -204,8 +210,9 @@ def _workflow_files(workflow_dir: Path) -> list[Path]:
 
 
 def copy_workflow(out_dir: Path, workflow_dir: Path) -> list[Path]:
-    """Copy the workflow definition into ``OUT/_workflow``; return the copied files
-    relative to ``out_dir``.
+    """Copy the workflow definition into ``OUT/_workflow``; return the copied files.
+
+    The copied files returned are relative to ``out_dir``.
 
     ``workflow_dir`` is the folder of the Snakefile that ran (the rule passes Snakemake's
     ``workflow.basedir``): the package may be installed anywhere, apart from it.
@@ -221,7 +228,7 @@ def copy_workflow(out_dir: Path, workflow_dir: Path) -> list[Path]:
 
 
 def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The configuration without this machine's folders (their last part is kept)."""
+    """Return the configuration without this machine's folders (their last part is kept)."""
     return {
         key: Path(str(value)).name if key in PATH_KEYS and value else value
         for key, value in config.items()
@@ -229,8 +236,11 @@ def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sources_root(sources: list[Path], config: dict[str, Any]) -> Path:
-    """The folder sources are named relative to: the input folder (or the sample sheet's
-    folder) when every source lies in it, else the sources' common folder."""
+    """Return the folder sources are named relative to.
+
+    That is the input folder (or the sample sheet's folder) when every source lies in it,
+    else the sources' common folder.
+    """
     resolved = [Path(os.path.abspath(s)) for s in sources]
     for key, pick in (("input_dir", Path), ("samples", lambda p: Path(p).parent)):
         value = str(config.get(key) or "")
@@ -253,7 +263,7 @@ def run_crate(
     sources_root: Path | None = None,
     workflow_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The Workflow Run Crate (RO-Crate 1.1, as JSON-LD) describing one run.
+    """Return the Workflow Run Crate (RO-Crate 1.1, as JSON-LD) describing one run.
 
     Everything is named without this machine's paths: outputs relative to ``out_dir``,
     sources relative to the input folder (``#source/REL`` with size and SHA-256), the
@@ -444,8 +454,10 @@ def run_crate(
 
 
 def write_run_crate(out_dir: Path, *, workflow_dir: Path, **kwargs: Any) -> Path:
-    """Copy the workflow in ``workflow_dir`` into the output folder, then write
-    ``ro-crate-metadata.json`` at its top."""
+    """Copy the workflow in ``workflow_dir`` into the output folder, then write the run crate.
+
+    The run crate is ``ro-crate-metadata.json`` at the output folder's top.
+    """
     copy_workflow(out_dir, workflow_dir)
     target = layout.run_crate(out_dir)
     crate = run_crate(out_dir, workflow_dir=workflow_dir, **kwargs)

@@ -177,8 +177,10 @@ def _next_to(mask: np.ndarray) -> np.ndarray:
 
 
 class _CellTally:
-    """Pixels and zeros of a channel's cells, by log-binned cell mean, over all planes:
-    bounded memory, and the foreground level can be chosen once the channel is done."""
+    """Pixels and zeros of a channel's cells, by log-binned cell mean, over all planes.
+
+    Memory is bounded, and the foreground level can be chosen once the channel is done.
+    """
 
     def __init__(self) -> None:
         self.pixels = np.zeros(0, dtype=np.int64)
@@ -205,8 +207,11 @@ class _CellTally:
         self.zeros += np.bincount(bins, weights=zeros.ravel(), minlength=size).astype(np.int64)
 
     def foreground(self, level: float) -> tuple[int, int]:
-        """``(pixels, zeros)`` of the cells whose mean is at least ``level`` x the
-        brightest cell mean of the channel (to within one bin)."""
+        """``(pixels, zeros)`` of the channel's foreground cells (to within one bin).
+
+        A foreground cell's mean is at least ``level`` x the brightest cell mean of the
+        channel.
+        """
         if not self.top > 0:
             return 0, 0
         first = int(_log_bin(np.array([level * self.top]))[0])
@@ -309,7 +314,7 @@ def _series_qc(
 
 
 def _focus_crop(array: zarr.Array[Any], tcz: tuple[int, int, int], crop: int) -> np.ndarray:
-    """The central ``crop`` x ``crop`` region of a plane (the whole plane when smaller)."""
+    """Return the central ``crop`` x ``crop`` region of a plane (the whole plane when smaller)."""
     t, c, z = tcz
     h, w = array.shape[3], array.shape[4]
     y0, x0 = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
@@ -335,7 +340,7 @@ def _finite(value: float) -> float | None:
 
 
 def _nonzero(hist: Histogram, zeros: int) -> Histogram:
-    """The histogram without the pixels that are exactly zero."""
+    """Return the histogram without the pixels that are exactly zero."""
     counts = hist.counts.copy()
     index = math.floor((0.0 - hist.low) / hist.width)
     if zeros and 0 <= index < counts.size:
@@ -447,8 +452,10 @@ def thumbnail(
     size: int = 256,
     windows: list[tuple[float, float]],
 ) -> np.ndarray:
-    """RGB max projection over Z (t = 0) of the smallest pyramid level at least ``size``
-    wide, each channel in its colour, contrast from the given percentile windows."""
+    """RGB max projection over Z (t = 0) of the smallest pyramid level at least ``size`` wide.
+
+    Each channel is in its colour, with contrast from the given percentile windows.
+    """
     attrs: dict[str, Any] = dict(group.attrs)
     datasets: list[dict[str, Any]] = attrs.get("ome", attrs)["multiscales"][0]["datasets"]
     levels = [group[str(d["path"])] for d in datasets]
@@ -487,8 +494,9 @@ def run_qc(
     thresholds: Thresholds,
     page: Path | None = None,
 ) -> QCReport:
-    """Measure every series of a dataset; write ``qc.json``, one thumbnail per series and
-    the dataset's QC page.
+    """Measure every series of a dataset; write ``qc.json``, thumbnails and the QC page.
+
+    There is one thumbnail per series; the page is the dataset's QC page.
 
     Parameters
     ----------

@@ -21,8 +21,10 @@ SEVERITY = {flag: i for i, flag in enumerate(FLAGS)}
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where each check applies and where it turns to ``warn`` or ``fail`` (config
-    keys ``qc_*``; docs/qc.md)."""
+    """Where each check applies and where it turns to ``warn`` or ``fail``.
+
+    These are the config keys ``qc_*`` (docs/qc.md).
+    """
 
     saturation_warn: float = 0.001
     saturation_fail: float = 0.01
@@ -53,7 +55,7 @@ class Check:
 
 
 def worst(flags: list[Flag]) -> Flag:
-    """The most severe flag; ``pass`` when there is none or all are ``n/a``."""
+    """Return the most severe flag; ``pass`` when there is none or all are ``n/a``."""
     return FLAGS[max((SEVERITY[f] for f in flags), default=1)] if flags else "pass"
 
 
@@ -247,7 +249,7 @@ def channel_checks(f: ChannelFacts, th: Thresholds) -> dict[str, Check]:
 
 
 def as_json(checks: dict[str, Check]) -> CheckResults:
-    """``checks`` (name → flag) and ``reasons`` (name → line, for every non-pass flag)."""
+    """Return ``checks`` (name → flag) and ``reasons`` (name → line, for every non-pass flag)."""
     return {
         "checks": {k: c.flag for k, c in checks.items()},
         "reasons": {k: c.reason for k, c in checks.items() if c.reason},

@@ -44,8 +44,10 @@ class Histogram:
 
     @classmethod
     def for_range(cls, low: float, high: float, *, integer: bool) -> Histogram:
-        """At most ``MAX_BINS`` bins covering ``[low, high]``; width 1 for integer data
-        whose range fits, so their quantiles stay exact."""
+        """At most ``MAX_BINS`` bins covering ``[low, high]``.
+
+        Width 1 for integer data whose range fits, so their quantiles stay exact.
+        """
         if not (math.isfinite(low) and math.isfinite(high)) or high < low:
             return cls(0.0, 1.0, np.zeros(1, dtype=np.int64))
         span = high - low
@@ -76,8 +78,10 @@ class Histogram:
         return float(self.low + index * self.width)
 
     def quantile(self, q: float) -> float:
-        """Smallest value whose cumulative count reaches ``q`` percent (``inverted_cdf``);
-        within one bin width for equal-width bins."""
+        """Smallest value whose cumulative count reaches ``q`` percent (``inverted_cdf``).
+
+        It is within one bin width for equal-width bins.
+        """
         cumulative = np.cumsum(self.counts)
         if cumulative[-1] == 0:
             return math.nan
@@ -97,7 +101,7 @@ class Histogram:
         return int(self.counts[first:stop].sum())
 
     def plot(self, low: float, high: float, bins: int) -> list[int]:
-        """Counts re-binned into ``bins`` equal bins between ``low`` and ``high``."""
+        """Return the counts re-binned into ``bins`` equal bins between ``low`` and ``high``."""
         edges = np.linspace(low, high if high > low else low + 1, bins + 1)
         centres = self.low + (np.arange(self.counts.size) + 0.5) * self.width
         if self.exact:

@@ -27,8 +27,10 @@ from bioingest.records import FailureReason, MetadataRecord, QCReport, SeriesQC
 
 
 def _check_cells(checks: Mapping[str, str], reasons: Mapping[str, str]) -> str:
-    """One line per check that is not ``pass`` (fail first) with its reason, then the
-    checks that pass on one line."""
+    """One line per check that is not ``pass`` (fail first) with its reason.
+
+    The checks that pass follow, on one line.
+    """
     order = {"fail": 0, "warn": 1, "n/a": 2, "pass": 3}
     # A pass with a reason (e.g. a background-subtracted floor) is shown with it.
     flagged = sorted(
@@ -137,8 +139,11 @@ def not_converted_page(name: str, failure: FailureReason) -> str:
 def write_not_converted(
     name: str, failure: FailureReason, *, out: Path, thumbnails: Path, page: Path | None
 ) -> None:
-    """The QC step's outputs for a dataset whose conversion failed: a failure record as
-    ``qc.json``, an empty thumbnails folder and, when asked for, the page saying why."""
+    """Write the QC step's outputs for a dataset whose conversion failed.
+
+    These are a failure record as ``qc.json``, an empty thumbnails folder and, when asked
+    for, the page saying why.
+    """
     atomic.write_text(out, failure_record(name, failure))
     thumbnails.mkdir(parents=True, exist_ok=True)
     if page:

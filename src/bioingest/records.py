@@ -92,7 +92,7 @@ class Field(TypedDict, Generic[T]):
 
 
 def field(value: T | None, origin: Origin = "file") -> Field[T]:
-    """A value with its origin; ``None`` and empty strings become ``missing``."""
+    """Return a value with its origin; ``None`` and empty strings become ``missing``."""
     if value is None or value == "":
         return {"value": None, "origin": "missing"}
     return {"value": value, "origin": origin}
@@ -106,6 +106,8 @@ class Term(TypedDict):
 
 
 class ChannelRecord(TypedDict):
+    """One channel of a series of ``metadata.json``."""
+
     channel: Field[int]
     name: Field[str]
     samples_per_pixel: Field[int]
@@ -123,6 +125,8 @@ class ChannelRecord(TypedDict):
 
 
 class SeriesRecord(TypedDict):
+    """One series of ``metadata.json``: its image, acquisition and channel metadata."""
+
     series: Field[int]
     name: Field[str]
     size_x: Field[int]
@@ -168,6 +172,8 @@ NboTier = Literal["invalid", "below tier 1", "tier 1", "tier 2"]
 
 
 class Completeness(TypedDict):
+    """How complete the metadata of ``metadata.json`` is: structural validity and NBO tier."""
+
     structurally_valid: bool
     gate_errors: list[str]
     nbo_tier: NboTier
@@ -194,6 +200,8 @@ Flag = Literal["n/a", "pass", "warn", "fail"]
 
 
 class PlaneQC(TypedDict):
+    """One plane of a series of ``qc.json``: its range, blankness and focus measures."""
+
     t: int
     c: int
     z: int
@@ -205,6 +213,8 @@ class PlaneQC(TypedDict):
 
 
 class HistogramPlot(TypedDict):
+    """A channel's histogram to plot in ``qc.json``: counts in equal bins from min to max."""
+
     min: float | None
     max: float | None
     counts: list[int]
@@ -218,6 +228,8 @@ class CheckResults(TypedDict):
 
 
 class ChannelQC(TypedDict):
+    """One channel of a series of ``qc.json``: its statistics, histogram and checks."""
+
     channel: int
     label: str
     color: str
@@ -247,11 +259,15 @@ class ChannelQC(TypedDict):
 
 
 class SeriesMetadataQC(TypedDict):
+    """Metadata status of a series of ``qc.json``, with its metadata flags."""
+
     status: Flag
     flags: list[str]
 
 
 class SeriesQC(TypedDict):
+    """One series of ``qc.json``: pixel hashes, checks, metadata status, channels, planes."""
+
     series: int
     path: str
     shape: list[int]
@@ -275,6 +291,8 @@ class SeriesMeasures(TypedDict):
 
 
 class StoreInfo(TypedDict):
+    """The final store of ``qc.json``: its path and Zarr format."""
+
     path: str
     zarr_format: int
 
@@ -318,7 +336,7 @@ def read_source(path: Path) -> SourceRecord:
 
 
 def read_intermediate(group: zarr.Group) -> SourceRecord:
-    """The description an intermediate store keeps in its attributes."""
+    """Read the description an intermediate store keeps in its attributes."""
     description = group.attrs[ATTR]
     assert isinstance(description, dict)
     return cast(SourceRecord, description)
@@ -359,14 +377,17 @@ def failure_json(dataset: str, failure: FailureReason) -> str:
 
 
 def value_of(holder: SeriesRecord | ChannelRecord | StudyFields, key: str) -> Any:
-    """The value of the field named ``key`` (a name not known until run time)."""
+    """Return the value of the field named ``key`` (a name not known until run time)."""
     fields = cast(Mapping[str, Field[Any]], holder)
     return fields[key]["value"]
 
 
 def flagged_checks(qc: QCReport, flag: str) -> Iterator[tuple[SeriesQC, ChannelQC | None, str]]:
-    """``(series, channel, check)`` of every image check with ``flag``: series checks
-    first, then each channel's, in report order (channel None for a series check)."""
+    """``(series, channel, check)`` of every image check with ``flag``.
+
+    Series checks come first, then each channel's, in report order (channel None for a
+    series check).
+    """
     for s in qc["series"]:
         for name, value in s["checks"].items():
             if value == flag:

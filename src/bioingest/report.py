@@ -54,8 +54,10 @@ class FailedDataset:
 
 
 def read_failed(path: Path) -> list[FailedDataset]:
-    """Failed datasets from a TSV with the columns ``dataset``, ``step``, ``reason``
-    (the run's ``failed.tsv``); a missing file means none failed."""
+    """Failed datasets from a TSV with the columns ``dataset``, ``step``, ``reason``.
+
+    The TSV is the run's ``failed.tsv``; a missing file means none failed.
+    """
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
@@ -78,14 +80,16 @@ def read_dataset_names(path: Path) -> list[str]:
 
 
 def failure_reason(out_dir: Path, name: str) -> str | None:
-    """The first ``ERROR`` line of the dataset's logs, without its level, or None."""
+    """Return the first ``ERROR`` line of the dataset's logs, without its level, or None."""
     failed = failure_from_logs(out_dir, name)
     return failed.reason if failed else None
 
 
 def failure_from_logs(out_dir: Path, name: str) -> FailedDataset | None:
-    """The dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step
-    (the logs of its steps: :func:`bioingest.layout.step_logs`)."""
+    """Return the dataset's first ``ERROR`` line in ``OUT/logs/NAME/STEP.log``, with its step.
+
+    The logs read are those of its steps (:func:`bioingest.layout.step_logs`).
+    """
     for log in layout.step_logs(out_dir, name):
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("ERROR "):
@@ -192,7 +196,7 @@ def build_report(
     failed: Sequence[FailedDataset] | None = None,
     inventory: Path | None = None,
 ) -> str:
-    """The summary page for ``datasets`` (names) in ``out_dir``, as HTML text.
+    """Build the summary page for ``datasets`` (names) in ``out_dir``, as HTML text.
 
     Parameters
     ----------
@@ -268,8 +272,10 @@ def write_report(
     failed: Sequence[FailedDataset] | None = None,
     inventory: Path | None = None,
 ) -> Path:
-    """Write ``report.html`` for ``datasets`` into ``out_dir`` (or ``out``); see
-    :func:`build_report` for ``failed`` and ``inventory``."""
+    """Write ``report.html`` for ``datasets`` into ``out_dir`` (or ``out``).
+
+    See :func:`build_report` for ``failed`` and ``inventory``.
+    """
     target = out or layout.report(out_dir)
     atomic.write_text(target, build_report(out_dir, datasets, failed=failed, inventory=inventory))
     return target

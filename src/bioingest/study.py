@@ -12,7 +12,7 @@ Study = dict[str, Any]
 
 
 def _term(item: Any) -> Term | None:
-    """An ontology term (as the user wrote it) when it has both a name and an id."""
+    """Return an ontology term (as the user wrote it) when it has both a name and an id."""
     return cast(Term, item) if item and item.get("name") and item.get("id") else None
 
 

@@ -107,8 +107,11 @@ _CHANNEL_COLUMNS = QC_COLUMNS[3:21]
 
 
 def qc_rows(qc: QCReport) -> list[dict[str, Any]]:
-    """One tidy row per series and channel (``QC_COLUMNS``); ``problems`` lists the
-    image checks that warn or fail, ``metadata`` the series' metadata flags."""
+    """One tidy row per series and channel (``QC_COLUMNS``).
+
+    ``problems`` lists the image checks that warn or fail, ``metadata`` the series'
+    metadata flags.
+    """
     rows = []
     for s in qc["series"]:
         for ch in s["channels"]:

@@ -62,7 +62,7 @@ _SETTINGS: dict[Target, StoreSettings] = {
 
 
 def settings(target: Target) -> StoreSettings:
-    """The settings a target reads, before any explicit override."""
+    """Return the settings a target reads, before any explicit override."""
     return _SETTINGS[target]
 
 
@@ -146,8 +146,10 @@ _OPTION_KEYS = ("ngff_version", "chunk_size", "shard_chunks", "compression_level
 
 
 def pyramid_options(config: Mapping[str, Any]) -> list[str]:
-    """``--target`` and every explicit store setting of the configuration, as options of
-    the ``pyramid`` verb (which resolves them with :func:`resolve`)."""
+    """``--target`` and every explicit store setting of the configuration, as options.
+
+    They are options of the ``pyramid`` verb (which resolves them with :func:`resolve`).
+    """
     options = [f"--target={config.get('target') or DEFAULT_TARGET}"]
     for key in _OPTION_KEYS:
         if config.get(key) is not None:

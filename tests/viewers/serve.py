@@ -123,8 +123,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serve(app: Path, data: Path) -> Iterator[str]:
-    """Serve vizarr's ``static`` folder and the stores under ``data`` on 127.0.0.1;
-    yield the base URL. ``/view/STORE`` opens ``data/STORE`` in vizarr."""
+    """Serve vizarr's ``static`` folder and the stores under ``data`` on 127.0.0.1.
+
+    Yield the base URL. ``/view/STORE`` opens ``data/STORE`` in vizarr.
+    """
     handler = type("Handler", (_Handler,), {"app": app, "data": data.resolve()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

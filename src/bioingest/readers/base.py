@@ -70,10 +70,12 @@ class SourceReader(ABC):
     def read_samples(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
-        """Return the ``(samples, height, width)`` block of channels ``c`` to
-        ``c + samples - 1``, stored together in one plane (``c`` is a multiple of
-        :attr:`SeriesInfo.samples`). Readers that store colour samples together decode
-        the tile once for all of them."""
+        """Return the ``(samples, height, width)`` block of the channels stored in one plane.
+
+        The channels are ``c`` to ``c + samples - 1``, stored together in one plane (``c``
+        is a multiple of :attr:`SeriesInfo.samples`). Readers that store colour samples
+        together decode the tile once for all of them.
+        """
         samples = self.series[series].samples
         return np.stack(
             [self.read_tile(series, t, c + i, z, y, x, height, width) for i in range(samples)]
@@ -84,6 +86,7 @@ class SourceReader(ABC):
         """Release the file handles."""
 
     def __enter__(self) -> SourceReader:
+        """Return the reader itself, for a ``with`` block."""
         return self
 
     def __exit__(
@@ -92,4 +95,5 @@ class SourceReader(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close the reader on leaving the ``with`` block."""
         self.close()

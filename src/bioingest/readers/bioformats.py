@@ -125,23 +125,28 @@ class BioFormatsReader(SourceReader):
 
     @property
     def format_name(self) -> str:
+        """The file format, as Bio-Formats names it."""
         return str(self._reader.getFormat())
 
     @property
     def series(self) -> list[SeriesInfo]:
+        """Every series at full resolution."""
         return self._series
 
     @property
     def ome_xml(self) -> str:
+        """The complete OME-XML of all series, as Bio-Formats writes it."""
         return str(self._meta.dumpXML())
 
     @property
     def used_files(self) -> list[Path]:
+        """Every file Bio-Formats used (main file and companions), resolved and sorted."""
         return sorted(Path(str(f)).resolve() for f in self._reader.getUsedFiles())
 
     def read_tile(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
+        """Return a ``(height, width)`` tile of one plane (its colour samples decoded together)."""
         samples = self._series[series].samples
         first = c - c % samples
         block = self.read_samples(series, t, first, z, y, x, height, width)
@@ -150,6 +155,7 @@ class BioFormatsReader(SourceReader):
     def read_samples(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
+        """Return the ``(samples, height, width)`` block of a stored plane in native byte order."""
         r = self._reader
         if series != self._current:
             r.setSeries(series)
@@ -188,4 +194,5 @@ class BioFormatsReader(SourceReader):
             self._reader.close()
 
     def close(self) -> None:
+        """Close the Bio-Formats reader, ignoring errors."""
         self._close_quietly()

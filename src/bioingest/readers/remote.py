@@ -247,8 +247,10 @@ def connect(*, jar: str | None, maven: str | None, heap_mb: int) -> socket.socke
 
 
 class RemoteReader(SourceReader):
-    """A source opened by the machine's Bio-Formats server; same answers as
-    :class:`~bioingest.readers.bioformats.BioFormatsReader`."""
+    """A source opened by the machine's Bio-Formats server.
+
+    Its answers are the same as :class:`~bioingest.readers.bioformats.BioFormatsReader`'s.
+    """
 
     name = "bioformats"
 
@@ -279,35 +281,42 @@ class RemoteReader(SourceReader):
 
     @property
     def format_name(self) -> str:
+        """The file format, as the server's Bio-Formats names it."""
         return self._format
 
     @property
     def series(self) -> list[SeriesInfo]:
+        """Every series at full resolution, as the server reported them."""
         return self._series
 
     @property
     def ome_xml(self) -> str:
+        """The complete OME-XML of all series, as the server sent it."""
         return self._ome_xml
 
     @property
     def used_files(self) -> list[Path]:
+        """Every file the server's reader needed (main file and companions)."""
         return self._used_files
 
     def read_tile(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
+        """Return a ``(height, width)`` tile of one plane, read by the server."""
         reply, payload = self._call({"op": "read", "args": [series, t, c, z, y, x, height, width]})
         return np.frombuffer(payload, dtype=reply["dtype"]).reshape(reply["shape"])
 
     def read_samples(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
+        """Return the ``(samples, height, width)`` block of one stored plane, read by the server."""
         # One round trip and one decode on the server for all samples of a colour tile.
         args = [series, t, c, z, y, x, height, width]
         reply, payload = self._call({"op": "samples", "args": args})
         return np.frombuffer(payload, dtype=reply["dtype"]).reshape(reply["shape"])
 
     def close(self) -> None:
+        """Disconnect (the server stays up for other clients)."""
         self._sock.close()
 
 
@@ -318,6 +327,7 @@ class RemoteProber:
         self._sock = connect(jar=jar, maven=maven, heap_mb=heap_mb)
 
     def __call__(self, path: Path) -> Probe:
+        """Probe ``path`` on the server."""
         from bioingest.probe import Probe
 
         try:

@@ -125,7 +125,7 @@ def _reading(path: Path) -> Iterator[None]:
 
 
 def _pick_series(tif: tifffile.TiffFile) -> list[Any] | None:
-    """The series to ingest, or ``None`` when this file should go to Bio-Formats."""
+    """Return the series to ingest, or ``None`` when this file should go to Bio-Formats."""
     if any(getattr(tif, f"is_{flag}", False) for flag in _VENDOR_FLAGS):
         return None
     series = list(tif.series)
@@ -267,25 +267,30 @@ class TiffReader(SourceReader):
 
     @property
     def format_name(self) -> str:
+        """The file format: ``OME-TIFF``, ``ImageJ TIFF`` or ``TIFF``."""
         if self._tif.is_ome:
             return "OME-TIFF"
         return "ImageJ TIFF" if self._tif.is_imagej else "TIFF"
 
     @property
     def series(self) -> list[SeriesInfo]:
+        """Every series at full resolution."""
         return self._series
 
     @property
     def ome_xml(self) -> str:
+        """The file's OME-XML, or one made from its tags when the file is not an OME-TIFF."""
         return str(self._xml)
 
     @property
     def used_files(self) -> list[Path]:
+        """The file itself: files with companions go to Bio-Formats."""
         return [self.path.resolve()]
 
     def read_tile(
         self, series: int, t: int, c: int, z: int, y: int, x: int, height: int, width: int
     ) -> np.ndarray:
+        """Return a ``(height, width)`` tile of one plane (TCZ split over the file's axes)."""
         wanted = {"T": t, "C": c, "Z": z}
         # Split each TCZ index over its axes, last (fastest) axis first.
         parts: dict[str, list[int]] = {"T": [], "C": [], "Z": []}
@@ -318,11 +323,12 @@ class TiffReader(SourceReader):
                 ) from None
 
     def close(self) -> None:
+        """Close the TIFF file."""
         self._tif.close()
 
 
 def accepts(path: Path) -> bool:
-    """True when the tifffile fast path reads ``path`` exactly."""
+    """Return whether the tifffile fast path reads ``path`` exactly."""
     if not path.name.lower().endswith(TIFF_SUFFIXES):
         return False
     try:

@@ -14,8 +14,10 @@ import yaml
 
 
 def schema_path(name: str) -> Path:
-    """The file of the schema ``name`` (e.g. ``"config.schema.yaml"``) in the installed
-    package (wheels install unpacked, so this is a real file)."""
+    """Return the file of the schema ``name`` (e.g. ``"config.schema.yaml"``).
+
+    The file is in the installed package (wheels install unpacked, so this is a real file).
+    """
     path = Path(str(files(__name__).joinpath(name)))
     if not path.is_file():
         raise FileNotFoundError(path)
@@ -23,7 +25,7 @@ def schema_path(name: str) -> Path:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``name`` as a dictionary (YAML or JSON)."""
+    """Load the schema ``name`` as a dictionary (YAML or JSON)."""
     loaded = yaml.safe_load(files(__name__).joinpath(name).read_text(encoding="utf-8"))
     if not isinstance(loaded, dict):
         raise ValueError(f"schema {name} is not a mapping")
