@@ -271,10 +271,17 @@ def _pixel_problems(out_dir: Path, records: list[str]) -> list[str]:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         name = record["dataset"]
         store = layout.store(record_path.parent.parent, name)
-        if not store.is_dir():
+        tiff = layout.ome_tiff(record_path.parent.parent, name)
+        if store.is_dir():
+            actual = store_pixel_hashes(store)
+        elif tiff.is_file():
+            # The OME-TIFF delivered alone (ome_zarr: false): its level 0 is checked.
+            from bioingest.ometiff import tiff_pixel_hashes
+
+            actual = tiff_pixel_hashes(tiff)
+        else:
             problems.append(f"missing: {layout.store('', name)}")
             continue
-        actual = store_pixel_hashes(store)
         expected = [s.get("pixel_sha256", {}).get("value") for s in record["series"]]
         if len(actual) != len(expected):
             problems.append(f"pixels changed: {name} has {len(actual)} images, not {len(expected)}")
@@ -303,7 +310,9 @@ def verify(
         Another manifest to compare with (e.g. a published one); default: the folder's own.
     pixels
         Compare OME-Zarr stores by pixel content (hashes in ``metadata.json``) instead of
-        bytes, so re-chunked or re-compressed stores still verify.
+        bytes, so re-chunked or re-compressed stores still verify. Where only the
+        OME-TIFF was delivered (``ome_zarr: false``) its level-0 pixels are compared with
+        those hashes, and its bytes with the manifest as every other file's.
     sources_root
         Input folder: when given, sources are re-checked against ``source-sha256.txt``.
     threads

@@ -232,7 +232,14 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
 
     study = _study(args.study)
     if args.action == "bia-list":
-        provenance.write_bia_file_list(args.out, args.records, failed=args.failed, study=study)
+        provenance.write_bia_file_list(
+            args.out,
+            args.records,
+            failed=args.failed,
+            study=study,
+            ome_zarr=args.ome_zarr,
+            ome_tiff=args.ome_tiff,
+        )
         return
     if args.workflow_dir is None:
         raise IngestError(args.out_dir, "provenance crate needs --workflow-dir")
@@ -324,6 +331,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         thumbnails=args.thumbnails,
         thresholds=thresholds,
         page=args.page,
+        ome_tiff_only=args.ome_tiff_only,
     )
     if args.fail_policy == "stop" and qc["status"] == "fail":
         from bioingest.records import failing_checks
@@ -629,7 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("intermediate", type=Path, help="store written by 'bioingest convert'")
     p.add_argument("--metadata", type=Path, required=True, help="metadata.json of the dataset")
-    p.add_argument("--store", type=Path, required=True, help="final OME-Zarr")
+    p.add_argument(
+        "--store", type=Path, required=True, help="OME-Zarr written by 'bioingest pyramid'"
+    )
     p.add_argument("--out", type=Path, required=True, help="qc.json to write")
     p.add_argument("--thumbnails", type=Path, required=True, help="folder for PNG thumbnails")
     p.add_argument(
@@ -639,6 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--page", type=Path, help="the dataset's QC page to write (qc.html next to qc.json)"
+    )
+    p.add_argument(
+        "--ome-tiff-only",
+        action="store_true",
+        help="the store is an intermediate: the OME-TIFF is the delivered image (ome_zarr false)",
     )
     p.add_argument(
         "--fail-policy",
@@ -820,7 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path, help="output folder of a run")
     p.add_argument("--against", type=Path, help="compare with this manifest instead")
     p.add_argument(
-        "--pixels", action="store_true", help="compare OME-Zarr stores by pixel content, not bytes"
+        "--pixels",
+        action="store_true",
+        help="compare OME-Zarr stores by pixel content, not bytes; an OME-TIFF delivered "
+        "alone by its pixel content too",
     )
     p.add_argument("--sources", type=Path, help="input folder: re-check source fixity too")
     p.set_defaults(func=_cmd_verify)
@@ -866,6 +884,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", type=Path, help="study metadata YAML")
     p.add_argument("--started", default="", help="ISO time the run started")
     p.add_argument("--out", type=Path, help="file to write (bia-list)")
+    p.add_argument(
+        "--ome-zarr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="list the OME-Zarr stores (bia-list; default: yes; --no-ome-zarr with ome_zarr false)",
+    )
+    p.add_argument(
+        "--ome-tiff", action="store_true", help="list the pyramidal OME-TIFFs (bia-list)"
+    )
     p.set_defaults(func=_cmd_provenance)
     return parser
 

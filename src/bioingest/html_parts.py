@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from bioingest.records import ChannelQC, HistogramPlot, PlaneQC
@@ -120,6 +121,16 @@ def napari_command(store: str) -> str:
     return f"napari --plugin napari-ome-zarr {shlex.quote(store)}"
 
 
+def napari_tiff_command(path: str) -> str:
+    """Return the shell command that opens an OME-TIFF (relative to the output folder) in napari."""
+    return f"napari {shlex.quote(path)}"
+
+
+def delivers_store(store: Mapping[str, object]) -> bool:
+    """Whether ``qc.json``'s store is delivered; else the OME-TIFF is, alone (``ome_zarr``)."""
+    return store.get("delivered", True) is not False
+
+
 def web_path(store: str, series_path: str) -> str:
     """Return the URL path of one image of a store, relative to the output folder.
 
@@ -137,4 +148,11 @@ VIEWER_HELP = (
     "ignores Range) and give the viewer the image's URL: the server's address followed "
     "by the relative link shown (Neuroglancer: prefix <code>zarr3://</code> for NGFF 0.5, "
     "<code>zarr2://</code> for 0.4).</p>"
+)
+#: How to open the images when only the OME-TIFF is delivered (``ome_zarr: false``).
+TIFF_HELP = (
+    "<p class=note>Only the pyramidal <b>OME-TIFF</b> is delivered (config "
+    "<code>ome_zarr: false</code>): open it in <b>napari</b> from this folder with the "
+    "command shown, or in QuPath, Fiji or OMERO, which read every series and pyramid "
+    "level through Bio-Formats. Web viewers of OME-Zarr do not apply.</p>"
 )

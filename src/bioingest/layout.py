@@ -19,6 +19,7 @@ The layout of a run::
       intermediate/NAME.zarr                 convert's store (temporary)
       intermediate/parts/NAME/K.zarr         later parts of a split conversion
       intermediate/assembled/NAME.zarr       the parts joined
+      intermediate/stores/NAME.ome.zarr      the store when only the OME-TIFF is delivered
       logs/NAME/STEP.log  logs/STEP.log      per-dataset and run-level logs
       inventory.tsv  inventory.json  failed.tsv  report.html  bia-file-list.tsv
       summary/images.tsv|parquet  summary/channels.tsv|parquet  summary/qc.tsv
@@ -196,6 +197,15 @@ def part(out: P, name: str, k: int | str) -> P:
 def assembled(out: P, name: str) -> P:
     """``OUT/intermediate/assembled/NAME.zarr``: the parts of a split conversion joined."""
     return join(out, INTERMEDIATE, "assembled", f"{name}.zarr")
+
+
+def work_store(out: P, name: str) -> P:
+    """``OUT/intermediate/stores/NAME.ome.zarr``: the store when it is not delivered.
+
+    With ``ome_zarr: false`` the pyramid step writes the store here (the metadata, QC and
+    OME-TIFF steps read it); the OME-TIFF is the delivered image.
+    """
+    return join(out, INTERMEDIATE, "stores", name + STORE_SUFFIX)
 
 
 # -- logs -------------------------------------------------------------------------------

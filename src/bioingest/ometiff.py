@@ -208,3 +208,68 @@ def write(
                     subfiletype=1 if k > 0 else 0,
                 )
     os.replace(tmp, out)
+
+
+class _Level0:
+    """Level 0 of one image of an OME-TIFF as a (T, C, Z, Y, X) array, read tile by tile.
+
+    Plane ``(t, c, z)`` is main IFD ``first + (t * C + c) * Z + z``: the order
+    :func:`write` gives them (``XYZCT``). Only what :func:`~bioingest.pixelhash.pixel_hash`
+    needs: ``shape``, ``dtype`` and ``[t, c, z, rows, columns]``.
+    """
+
+    def __init__(self, tif: tifffile.TiffFile, first: int, shape: tuple[int, ...]) -> None:
+        self._tif = tif
+        self._first = first
+        self.shape = shape
+        page = tif.pages[first]
+        assert isinstance(page, tifffile.TiffPage)
+        self.dtype = page.dtype
+        self._plane: tuple[int, zarr.Array[Any]] | None = None
+
+    def __getitem__(self, key: tuple[int, int, int, slice, slice]) -> np.ndarray:
+        t, c, z, rows, columns = key
+        _, size_c, size_z = self.shape[:3]
+        index = self._first + (t * size_c + c) * size_z + z
+        if self._plane is None or self._plane[0] != index:
+            page = self._tif.pages[index]
+            assert isinstance(page, tifffile.TiffPage)
+            if page.shape != tuple(self.shape[3:]):
+                raise ValueError(f"IFD {index} is {page.shape}, not {self.shape[3:]}")
+            self._plane = (index, zarr.open_array(page.aszarr(), mode="r"))
+        return np.asarray(self._plane[1][rows, columns])
+
+
+def tiff_pixel_hashes(path: Path) -> list[str]:
+    """Level-0 pixel hash of every image of an OME-TIFF :func:`write` wrote, in series order.
+
+    Each image is read as (T, C, Z, Y, X) from the planes its ``TiffData`` names, so the
+    hash is :func:`~bioingest.pixelhash.pixel_hash` of the same pixels as the store's
+    level 0 (:func:`~bioingest.checksum.store_pixel_hashes`) and ``metadata.json``.
+
+    Raises
+    ------
+    IngestError
+        The file has no OME-XML, or its planes do not match it.
+    """
+    from bioingest.pixelhash import pixel_hash
+
+    with tifffile.TiffFile(path) as tif:
+        description = tif.pages.first.description
+        if not description.lstrip().startswith("<"):
+            raise IngestError(path, "no OME-XML in the first IFD")
+        hashes = []
+        for image in omexml.children(omexml.parse(description), "Image"):
+            pixels = omexml.children(image, "Pixels")[0]
+            shape = tuple(int(pixels.get(f"Size{a}", "1")) for a in "TCZYX")
+            tiff_data = omexml.children(pixels, "TiffData")
+            if len(tiff_data) != 1 or tiff_data[0].get("IFD") is None:
+                raise IngestError(path, f"{image.get('ID')}: not one TiffData with an IFD")
+            first = int(tiff_data[0].get("IFD", "0"))
+            if first + math.prod(shape[:3]) > len(tif.pages):
+                raise IngestError(path, f"{image.get('ID')}: planes beyond the last IFD")
+            try:
+                hashes.append(pixel_hash(_Level0(tif, first, shape)))
+            except ValueError as exc:
+                raise IngestError(path, str(exc)) from None
+    return hashes

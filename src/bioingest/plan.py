@@ -181,6 +181,18 @@ def qc_options(config: Config) -> str:
         f"--fail-policy={config['qc_fail_policy']}",
         f"--tile-size={config['tile_size']}",
     ]
+    if not delivers_zarr(config):
+        # The pages then show how to open the OME-TIFF, not the (intermediate) store.
+        options.append("--ome-tiff-only")
+    return _quoted(options)
+
+
+def bia_options(config: Config) -> str:
+    """Which images the BioImage Archive file list names: the delivered ones, as options."""
+    settings = store_settings(config)
+    options = [] if settings.ome_zarr else ["--no-ome-zarr"]
+    if settings.ome_tiff:
+        options.append("--ome-tiff")
     return _quoted(options)
 
 
@@ -243,8 +255,24 @@ def qc_stop_reports(out: str, inv: Inventory, config: Config) -> list[str]:
     return qc_reports(out, inv) if config["qc_fail_policy"] == "stop" else []
 
 
-def stores(out: str, inv: Inventory) -> list[str]:
-    """Return the final store of every dataset."""
+def delivers_zarr(config: Config) -> bool:
+    """Whether the run delivers the OME-Zarr (``ome_zarr``; else the OME-TIFF alone)."""
+    return store_settings(config).ome_zarr
+
+
+def store_path(out: str, name: str, config: Config) -> str:
+    """Return the store the pyramid step writes and the metadata, QC and OME-TIFF steps read.
+
+    It is the final ``NAME/NAME.ome.zarr``, or ``intermediate/stores/NAME.ome.zarr`` when
+    only the OME-TIFF is delivered (``ome_zarr: false``).
+    """
+    return layout.store(out, name) if delivers_zarr(config) else layout.work_store(out, name)
+
+
+def stores(out: str, inv: Inventory, config: Config) -> list[str]:
+    """Return the final store of every dataset; none when the OME-TIFF is delivered alone."""
+    if not delivers_zarr(config):
+        return []
     return [layout.store(out, n) for n in ok_names(inv)]
 
 
@@ -268,7 +296,7 @@ def run_tables(out: str) -> list[str]:
 def deliverables(out: str, inv: Inventory, config: Config) -> list[str]:
     """Every output the manifest covers (it leaves out the datasets failed.tsv lists)."""
     return [
-        *stores(out, inv),
+        *stores(out, inv, config),
         *ome_tiffs(out, inv, config),
         *dataset_records(out, inv),
         *qc_reports(out, inv),

@@ -146,7 +146,13 @@ def write_store_crate(store: Path, *, name: str, study: dict[str, Any] | None) -
     atomic.write_text(store / "ro-crate-metadata.json", text + "\n")
 
 
-def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
+def bia_file_list(
+    records: list[Path],
+    *,
+    study: dict[str, Any] | None,
+    ome_zarr: bool = True,
+    ome_tiff: bool = False,
+) -> str:
     """BioImage Archive file list (TSV): first column ``Files``, one deliverable per row.
 
     Parameters
@@ -155,7 +161,13 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
         ``metadata.json`` of every dataset of the run.
     study
         Study metadata (organism, imaging method), if any.
+    ome_zarr
+        The OME-Zarr stores are delivered (``NAME/NAME.ome.zarr`` rows).
+    ome_tiff
+        The pyramidal OME-TIFFs are delivered (``NAME/NAME.ome.tif`` rows).
     """
+    images = [(layout.store, "OME-Zarr")] if ome_zarr else []
+    images += [(layout.ome_tiff, "OME-TIFF")] if ome_tiff else []
     study = study or {}
     organism = (study.get("organism") or {}).get("name", "")
     method = (study.get("imaging_method") or {}).get("name", "")
@@ -166,7 +178,7 @@ def bia_file_list(records: list[Path], *, study: dict[str, Any] | None) -> str:
             continue
         name = record["dataset"]
         for path, kind, file_format in (
-            (layout.store("", name), "image", "OME-Zarr"),
+            *((image("", name), "image", image_format) for image, image_format in images),
             (layout.ome_xml("", name), "metadata", "OME-XML"),
             (layout.metadata("", name), "metadata", "JSON"),
         ):
@@ -180,6 +192,8 @@ def write_bia_file_list(
     *,
     failed: Path | None = None,
     study: dict[str, Any] | None = None,
+    ome_zarr: bool = True,
+    ome_tiff: bool = False,
 ) -> None:
     """Write the BioImage Archive file list (:func:`bia_file_list`) to ``out``.
 
@@ -190,7 +204,9 @@ def write_bia_file_list(
 
         left_out = {f.dataset for f in read_failures(failed)}
         records = [r for r in records if layout.name_of_record(r) not in left_out]
-    atomic.write_text(out, bia_file_list(records, study=study))
+    atomic.write_text(
+        out, bia_file_list(records, study=study, ome_zarr=ome_zarr, ome_tiff=ome_tiff)
+    )
 
 
 #: The workflow's own files, copied into the run's crate so that it names exactly what ran.
@@ -253,6 +269,16 @@ def _sources_root(sources: list[Path], config: dict[str, Any]) -> Path:
     return Path(os.path.commonpath([s.parent for s in resolved]))
 
 
+def delivered_images(config: dict[str, Any]) -> str:
+    """Name the images a run with ``config`` delivers: OME-Zarr, OME-TIFF, or both."""
+    from bioingest.targets import from_config
+
+    settings = from_config(config)
+    kinds = ["OME-Zarr"] if settings.ome_zarr else []
+    kinds += ["pyramidal OME-TIFF"] if settings.ome_tiff else []
+    return " and ".join(kinds)
+
+
 def run_crate(
     out_dir: Path,
     *,
@@ -297,7 +323,8 @@ def run_crate(
     # The 1.1 context has no checksum term; this is the one later RO-Crate contexts use.
     crate.metadata.extra_terms["sha256"] = "http://schema.org/sha256"
     crate.name = f"bioingest run: {out_dir.name}"
-    crate.description = "Microscopy files converted to OME-Zarr by the bioingest workflow."
+    images = delivered_images(config)
+    crate.description = f"Microscopy files converted to {images} by the bioingest workflow."
     crate.root_dataset["conformsTo"] = [{"@id": p} for p in PROFILES]
     for profile in PROFILES:
         name, version = profile.rstrip("/").rsplit("/", 2)[-2:]
@@ -443,7 +470,9 @@ def run_crate(
     action["instrument"] = workflow
     action["actionStatus"] = {"@id": "http://schema.org/CompletedActionStatus"}
     action["object"] = [*inputs, config_entity]
-    action["description"] = "Conversion of the sources to OME-Zarr with metadata, QC and checksums."
+    action["description"] = (
+        f"Conversion of the sources to {images} with metadata, QC and checksums."
+    )
     crate.root_dataset["mentions"] = action
     crate.metadata["conformsTo"] = [
         {"@id": "https://w3id.org/ro/crate/1.1"},

@@ -32,6 +32,7 @@ from bioingest.records import (
     SeriesMeasures,
     SeriesQC,
     SeriesRecord,
+    StoreInfo,
     is_failure,
     qc_json,
     read_intermediate,
@@ -493,6 +494,7 @@ def run_qc(
     thumbnails: Path,
     thresholds: Thresholds,
     page: Path | None = None,
+    ome_tiff_only: bool = False,
 ) -> QCReport:
     """Measure every series of a dataset; write ``qc.json``, thumbnails and the QC page.
 
@@ -505,7 +507,8 @@ def run_qc(
     record_path
         ``metadata.json`` (sanity flags, significant bits, final pixel hashes).
     store
-        Final OME-Zarr (thumbnails come from its small pyramid levels).
+        OME-Zarr written by the pyramid step (thumbnails come from its small pyramid
+        levels).
     out
         ``qc.json`` to write.
     thumbnails
@@ -515,6 +518,10 @@ def run_qc(
     page
         ``qc.html`` to write (thumbnails, histograms, focus plots; links relative to
         ``out``'s folder), or None.
+    ome_tiff_only
+        The store is an intermediate and the OME-TIFF the delivered image
+        (``ome_zarr: false``): ``qc.json`` records the store as not delivered, and the
+        page tells how to open the OME-TIFF.
 
     Returns
     -------
@@ -572,11 +579,14 @@ def run_qc(
                     **result,
                 }
             )
+    store_info: StoreInfo = {"path": store.name, "zarr_format": final.metadata.zarr_format}
+    if ome_tiff_only:
+        store_info["delivered"] = False
     qc: QCReport = {
         "dataset": record["dataset"],
         "status": overall([s["status"] for s in series_out]),
         "metadata_status": overall([s["metadata"]["status"] for s in series_out]),
-        "store": {"path": store.name, "zarr_format": final.metadata.zarr_format},
+        "store": store_info,
         "thresholds": dataclasses.asdict(thresholds),
         "series": series_out,
     }

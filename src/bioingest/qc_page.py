@@ -14,10 +14,13 @@ from pathlib import Path
 from bioingest import atomic, layout
 from bioingest.html_parts import (
     STYLE,
+    TIFF_HELP,
     VIEWER_HELP,
     badge,
+    delivers_store,
     fmt,
     napari_command,
+    napari_tiff_command,
     svg_focus,
     svg_histogram,
     web_path,
@@ -48,7 +51,27 @@ def _check_cells(checks: Mapping[str, str], reasons: Mapping[str, str]) -> str:
     return "<br>".join(lines)
 
 
-def _series_block(s: SeriesQC, name: str, store: str, thumbs: str) -> str:
+def _open_lines(s: SeriesQC, name: str, store: str | None) -> str:
+    """How to open a series: napari and a web link for a store, napari for the OME-TIFF.
+
+    ``store`` is None when the OME-TIFF is delivered alone.
+    """
+    if store is None:
+        tiff = layout.ome_tiff("", name)
+        return (
+            f"<p>napari: <code>{html.escape(napari_tiff_command(tiff))}</code> "
+            f"(series {s['series']} of the OME-TIFF)</p>"
+        )
+    link = web_path(store, s["path"])
+    # Commands run in the output folder; links are relative to this page.
+    target = f"{name}/{store}/{s['path']}" if s["path"] else f"{name}/{store}"
+    return (
+        f"<p>napari: <code>{html.escape(napari_command(target))}</code><br>"
+        f'web viewer: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
+    )
+
+
+def _series_block(s: SeriesQC, name: str, store: str | None, thumbs: str) -> str:
     rows = "".join(
         f"<tr><td>{fmt(ch['label'])}</td><td>{badge(ch['status'])}</td>"
         f"<td class=checks>{_check_cells(ch['checks'], ch['reasons'])}</td>"
@@ -65,9 +88,6 @@ def _series_block(s: SeriesQC, name: str, store: str, thumbs: str) -> str:
     focus = svg_focus(s["planes"], s["channels"])
     meta = s["metadata"]
     flags = ", ".join(meta["flags"]) or "none"
-    link = web_path(store, s["path"])
-    # Commands run in the output folder; links are relative to this page.
-    target = f"{name}/{store}/{s['path']}" if s["path"] else f"{name}/{store}"
     return (
         f'<figure id="series-{s["series"]}"><img class="thumb" '
         f'alt="series {s["series"]} thumbnail" '
@@ -75,8 +95,7 @@ def _series_block(s: SeriesQC, name: str, store: str, thumbs: str) -> str:
         f"<figcaption>series {s['series']} {badge(s['status'])} "
         f"{_check_cells(s['checks'], s['reasons'])}; metadata {badge(meta['status'])} "
         f"flags: {html.escape(flags)}</figcaption>"
-        f"<p>napari: <code>{html.escape(napari_command(target))}</code><br>"
-        f'web viewer: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
+        f"{_open_lines(s, name, store)}"
         "<table><tr><th>channel</th><th>QC</th><th>checks</th><th>range</th><th>mean</th>"
         "<th>p0.1 / median / p99.9</th><th>saturated</th><th>zeros</th>"
         "<th>foreground</th><th>bits</th><th>blank planes</th><th>best Z</th>"
@@ -101,6 +120,7 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
         Folder the page is written to (the dataset's output folder).
     """
     name = qc["dataset"]
+    delivered = delivers_store(qc["store"])
     store = qc["store"]["path"]
     thumbs = thumbnails.relative_to(base).as_posix() if thumbnails.is_relative_to(base) else ""
     score = record["completeness"]
@@ -110,7 +130,14 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
     )
     version = "0.5" if qc["store"]["zarr_format"] == 3 else "0.4"
     thumbs = thumbs or layout.THUMBNAILS
-    blocks = "".join(_series_block(s, name, store, thumbs) for s in qc["series"])
+    shown = store if delivered else None
+    blocks = "".join(_series_block(s, name, shown, thumbs) for s in qc["series"])
+    image = (
+        f"store <code>{html.escape(store)}</code> (NGFF {version})"
+        if delivered
+        else f"image <code>{html.escape(layout.ome_tiff('', name).rsplit('/', 1)[-1])}</code> "
+        "(pyramidal OME-TIFF; the OME-Zarr was an intermediate, not delivered)"
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(name)}: QC</title><style>{STYLE}</style></head><body>"
@@ -120,9 +147,9 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
         f" · completeness {completeness}</p>"
         f"<p>Source {html.escape(record['source_file'])} "
         f"({html.escape(record['reader_format'])}), {len(qc['series'])} series; "
-        f"store <code>{html.escape(store)}</code> (NGFF {version}). Run the commands in the "
+        f"{image}. Run the commands in the "
         "run's output folder; the links work when that folder is served over HTTP.</p>"
-        f"{VIEWER_HELP}"
+        f"{VIEWER_HELP if delivered else TIFF_HELP}"
         f'<div class="series">{blocks}</div></body></html>\n'
     )
 

@@ -291,10 +291,15 @@ class SeriesMeasures(TypedDict):
 
 
 class StoreInfo(TypedDict):
-    """The final store of ``qc.json``: its path and Zarr format."""
+    """The store of ``qc.json``: its path and Zarr format.
+
+    ``delivered`` is false when the store was an intermediate and the OME-TIFF is the
+    delivered image (``ome_zarr: false``); absent, the store is delivered.
+    """
 
     path: str
     zarr_format: int
+    delivered: NotRequired[bool]
 
 
 class QCReport(TypedDict):

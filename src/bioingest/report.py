@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bioingest import atomic, layout
-from bioingest.html_parts import STYLE, VIEWER_HELP, badge, napari_command
+from bioingest.html_parts import (
+    STYLE,
+    TIFF_HELP,
+    VIEWER_HELP,
+    badge,
+    delivers_store,
+    napari_command,
+    napari_tiff_command,
+)
 from bioingest.records import (
     MetadataRecord,
     QCReport,
@@ -126,6 +134,8 @@ class _Row:
     html: str
     state: str
     metadata: str
+    #: Only the OME-TIFF is delivered (``ome_zarr: false``).
+    tiff_only: bool = False
 
 
 def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
@@ -160,11 +170,17 @@ def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
         c = record["completeness"]
         score = f"{html.escape(c['nbo_tier'])} ({c['tier1_pct']:g}/{c['tier2_pct']:g} %)"
     store = layout.join(name, qc["store"]["path"]) if qc else layout.store("", name)
-    opened = (
-        f'<code>{html.escape(napari_command(store))}</code> <a href="{html.escape(store)}/">web</a>'
-        if qc
-        else ""
-    )
+    tiff_only = qc is not None and not delivers_store(qc["store"])
+    if tiff_only:
+        tiff = layout.ome_tiff("", name)
+        opened = f"<code>{html.escape(napari_tiff_command(tiff))}</code>"
+    elif qc:
+        opened = (
+            f"<code>{html.escape(napari_command(store))}</code> "
+            f'<a href="{html.escape(store)}/">web</a>'
+        )
+    else:
+        opened = ""
     link = f'<a href="{html.escape(layout.qc_page("", name))}">{esc}</a>' if qc else esc
     cells = (
         f"<td>{link}</td><td data-s={rank}>{badge(state)}</td>"
@@ -172,7 +188,9 @@ def _row(out_dir: Path, name: str, failure: FailedDataset | None) -> _Row:
         f"<td data-s={RANK[metadata]}>{badge(metadata)}</td><td>{score}</td>"
         f"<td>{html.escape(_sizes(record)) if record else ''}</td><td>{opened}</td>"
     )
-    return _Row(rank, name, f"<tr>{cells}</tr>", "failed" if failure else quality, metadata)
+    return _Row(
+        rank, name, f"<tr>{cells}</tr>", "failed" if failure else quality, metadata, tiff_only
+    )
 
 
 def skipped_summary(inventory_tsv: Path) -> str:
@@ -235,6 +253,10 @@ def build_report(
         + "</p>"
         + (skipped_summary(inventory) if inventory is not None else "")
     )
+    # Stores, the OME-TIFF alone (ome_zarr: false), or both kinds (folders of two runs).
+    tiffs = {r.tiff_only for r in rows if r.state != "failed"}
+    help_text = (TIFF_HELP if True in tiffs else "") + (VIEWER_HELP if False in tiffs else "")
+    help_text = help_text or VIEWER_HELP
     header = "".join(
         f'<th data-c="{i}" title="sort">{label}</th>'
         for i, label in enumerate(
@@ -258,7 +280,7 @@ def build_report(
         "<p class=note>Failures and QC fails first; click a column to sort. Each dataset "
         "links to its QC page (thumbnails, histograms, focus plots, every check's reason); "
         "formulas and thresholds: docs/qc.md.</p>"
-        f"{VIEWER_HELP}<table><thead><tr>{header}</tr></thead>"
+        f"{help_text}<table><thead><tr>{header}</tr></thead>"
         f'<tbody id="rows">{"".join(r.html for r in rows)}</tbody></table>'
         f"<script>{SORT_SCRIPT}</script></body></html>\n"
     )

@@ -2,9 +2,10 @@
 
 A target picks the NGFF version, the chunk and shard edges, the compression level and
 whether a pyramidal OME-TIFF is written next to the OME-Zarr. Explicit settings
-(``ngff_version``, ``chunk_size``, ``shard_chunks``, ``compression_level``, ``ome_tiff``)
-override the target's; ``None`` means "not given", so an explicit choice is told apart
-from the target's default.
+(``ngff_version``, ``chunk_size``, ``shard_chunks``, ``compression_level``, ``ome_tiff``,
+``ome_zarr``) override the target's; ``None`` means "not given", so an explicit choice is
+told apart from the target's default. Every target delivers the OME-Zarr; with
+``ome_zarr`` false the OME-TIFF is delivered alone (the store is then an intermediate).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class StoreSettings:
         zstd level of the arrays.
     ome_tiff
         Also write a pyramidal OME-TIFF next to the OME-Zarr.
+    ome_zarr
+        Deliver the OME-Zarr; when false the store is an intermediate and the OME-TIFF
+        (then ``ome_tiff`` is true) is the delivered image.
     """
 
     ngff_version: NgffVersion
@@ -45,6 +49,7 @@ class StoreSettings:
     shard_chunks: int
     compression_level: int
     ome_tiff: bool
+    ome_zarr: bool = True
 
 
 _SETTINGS: dict[Target, StoreSettings] = {
@@ -74,6 +79,7 @@ def resolve(
     shard_chunks: int | None = None,
     compression_level: int | None = None,
     ome_tiff: bool | None = None,
+    ome_zarr: bool | None = None,
 ) -> StoreSettings:
     """Apply explicit overrides to a target's settings.
 
@@ -81,7 +87,7 @@ def resolve(
     ----------
     target
         One of :data:`TARGETS`.
-    ngff_version, chunk_size, shard_chunks, compression_level, ome_tiff
+    ngff_version, chunk_size, shard_chunks, compression_level, ome_tiff, ome_zarr
         Explicit choices; ``None`` keeps the target's.
 
     Returns
@@ -93,7 +99,8 @@ def resolve(
     Raises
     ------
     ValueError
-        An unknown target, or explicit sharding with NGFF 0.4.
+        An unknown target, explicit sharding with NGFF 0.4, or neither an OME-Zarr nor
+        an OME-TIFF to deliver.
     """
     if target not in _SETTINGS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
@@ -105,6 +112,13 @@ def resolve(
         )
     if shard_chunks is None:
         shard_chunks = base.shard_chunks if version == "0.5" else 0
+    tiff = ome_tiff if ome_tiff is not None else base.ome_tiff
+    zarr = ome_zarr if ome_zarr is not None else base.ome_zarr
+    if not zarr and not tiff:
+        raise ValueError(
+            "ome_zarr false needs an OME-TIFF (ome_tiff true, or a target that writes one): "
+            "nothing would be delivered"
+        )
     return dataclasses.replace(
         base,
         ngff_version=version,
@@ -113,7 +127,8 @@ def resolve(
         compression_level=(
             compression_level if compression_level is not None else base.compression_level
         ),
-        ome_tiff=ome_tiff if ome_tiff is not None else base.ome_tiff,
+        ome_tiff=tiff,
+        ome_zarr=zarr,
     )
 
 
@@ -130,6 +145,7 @@ def from_config(config: Mapping[str, Any]) -> StoreSettings:
         shard_chunks=config.get("shard_chunks"),
         compression_level=config.get("compression_level"),
         ome_tiff=config.get("ome_tiff"),
+        ome_zarr=config.get("ome_zarr"),
     )
 
 

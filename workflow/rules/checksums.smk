@@ -16,11 +16,12 @@ rule bia_file_list:
     params:
         out_dir=output_folder,
         study=study_option,
+        images=bia_options,
     message:
         "BioImage Archive file list"
     shell:
         "bioingest provenance bia-list {params.out_dir:q} --records {input.records:q} "
-        "--failed {input.failed:q} "
+        "--failed {input.failed:q} {params.images} "
         "{params.study} --out {output:q} "
         "--log {log:q}"
 

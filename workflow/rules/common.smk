@@ -128,6 +128,17 @@ def intermediate_store(wildcards):
     return plan.intermediate_store(OUT, dataset(wildcards.dataset), config)
 
 
+def dataset_store(wildcards):
+    """The store pyramid writes: final, or intermediate when the OME-TIFF is delivered alone."""
+    return plan.store_path(OUT, wildcards.dataset, config)
+
+
+def store_output():
+    """Output of pyramid: the final store, or an intermediate one (plan.store_path)."""
+    path = plan.store_path(OUT, "{dataset}", config)
+    return directory(path) if plan.delivers_zarr(config) else intermediate(path)
+
+
 def convert_mem_mb(wildcards, attempt):
     """Memory of a convert job: Java heap, Python and tiles (resources.py)."""
     return plan.convert_mem_mb(dataset(wildcards.dataset), config, attempt)
@@ -167,6 +178,11 @@ def pyramid_method(wildcards):
 def output_folder(wildcards, output):
     """Folder of the rule's first output (the run's output folder for run-level rules)."""
     return os.path.dirname(output[0])
+
+
+def bia_options(wildcards):
+    """The delivered images the BioImage Archive file list names (plan.bia_options)."""
+    return plan.bia_options(config)
 
 
 def study_file(wildcards):

@@ -2,7 +2,7 @@ rule metadata:
     input:
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         source_json=layout.source_json(OUT, "{dataset}"),
-        store=layout.store(OUT, "{dataset}"),
+        store=dataset_store,
         study=study_file,
     output:
         layout.metadata(OUT, "{dataset}"),

@@ -1,10 +1,11 @@
 # The pyramidal OME-TIFF of every dataset, when the target or ome_tiff asks for it
-# (STORE: pyramid.smk); bioingest.plan's deliverables() lists them (ome_tiffs).
+# (STORE: pyramid.smk); bioingest.plan's deliverables() lists them (ome_tiffs). With
+# ome_zarr: false it is the delivered image, written from the intermediate store.
 
 
 rule ome_tiff:
     input:
-        store=layout.store(OUT, "{dataset}"),
+        store=dataset_store,
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         metadata=layout.metadata(OUT, "{dataset}"),
         # read by the resource estimates (pixel bytes)
@@ -19,7 +20,7 @@ rule ome_tiff:
         mem_mb=image_mem_mb,
         runtime=image_runtime,
     message:
-        "ome-tiff {wildcards.dataset}: pyramidal OME-TIFF next to the OME-Zarr"
+        "ome-tiff {wildcards.dataset}: pyramidal OME-TIFF of the OME-Zarr"
     shell:
         "bioingest ome-tiff {input.store:q} --ome-xml {input.ome_xml:q} "
         "--metadata {input.metadata:q} --out {output:q} --log {log:q}"

@@ -1,7 +1,7 @@
 from bioingest import targets
 
 # The target's store settings with the explicit overrides; a contradiction (shards with
-# NGFF 0.4) stops the run here, before any job.
+# NGFF 0.4, ome_zarr false without an OME-TIFF) stops the run here, before any job.
 try:
     STORE = targets.from_config(config)
 except ValueError as exc:
@@ -19,7 +19,8 @@ rule pyramid:
         source_json=layout.source_json(OUT, "{dataset}"),
         study=study_file,
     output:
-        directory(layout.store(OUT, "{dataset}")),
+        # NAME/NAME.ome.zarr; intermediate/stores/NAME.ome.zarr with ome_zarr: false
+        store_output(),
     log:
         layout.dataset_log(OUT, "{dataset}", "pyramid"),
     conda:
@@ -33,7 +34,7 @@ rule pyramid:
         min_size=config["pyramid_min_size"],
         study=study_option,
     message:
-        "pyramid {wildcards.dataset}: write the final OME-Zarr with multiscale levels"
+        "pyramid {wildcards.dataset}: write the OME-Zarr with multiscale levels"
     shell:
         "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
         "--source-json {input.source_json:q} "

@@ -3,7 +3,7 @@ rule qc:
         intermediate=intermediate_store,
         metadata=layout.metadata(OUT, "{dataset}"),
         source_json=layout.source_json(OUT, "{dataset}"),
-        store=layout.store(OUT, "{dataset}"),
+        store=dataset_store,
     output:
         qc=layout.qc(OUT, "{dataset}"),
         page=layout.qc_page(OUT, "{dataset}"),
