@@ -300,6 +300,23 @@ def test_deliverables_and_final_outputs(config: dict[str, Any]) -> None:
     ]
 
 
+def test_the_ome_tiff_alone_is_delivered_and_the_store_is_intermediate(
+    config: dict[str, Any],
+) -> None:
+    inv = inventory(dataset("b"), dataset("a"))
+    assert plan.store_path(OUT, "a", config) == f"{OUT}/a/a.ome.zarr"
+    assert plan.bia_options(config) == ""
+    assert "--ome-tiff-only" not in shlex.split(plan.qc_options(config))
+    config |= {"ome_zarr": False, "ome_tiff": True}
+    assert not plan.delivers_zarr(config)
+    assert plan.store_path(OUT, "a", config) == f"{OUT}/intermediate/stores/a.ome.zarr"
+    rel = [p.removeprefix(f"{OUT}/") for p in plan.deliverables(OUT, inv, config)]
+    assert rel[:4] == ["a/a.ome.tif", "b/b.ome.tif", "a/metadata.json", "b/metadata.json"]
+    assert not [r for r in rel if ".ome.zarr" in r]
+    assert shlex.split(plan.qc_options(config))[-1] == "--ome-tiff-only"
+    assert plan.bia_options(config) == "--no-ome-zarr --ome-tiff"
+
+
 def test_sources_in_order_and_their_root() -> None:
     d = dataset("a", files=("x/a.ics", "x/a.ids"))
     inv = inventory(d)

@@ -62,7 +62,8 @@ def test_unknown_target_is_one_clear_error() -> None:
 def test_shipped_config_leaves_every_store_key_to_the_target() -> None:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     assert config["target"] == "archive"
-    for key in ("ngff_version", "chunk_size", "shard_chunks", "compression_level", "ome_tiff"):
+    keys = ("ngff_version", "chunk_size", "shard_chunks", "compression_level", "ome_tiff")
+    for key in (*keys, "ome_zarr"):
         assert config[key] is None, key
     assert from_config(config) == resolve("archive")
     assert pyramid_options(config) == ["--target=archive"]
@@ -75,6 +76,19 @@ def test_config_numbers_and_overrides_become_verb_options() -> None:
     assert pyramid_options(config) == ["--target=web", "--ngff-version=0.4", "--chunk-size=256"]
     with pytest.raises(ValueError, match=r"^unknown ngff_version '0\.3'"):
         from_config({"ngff_version": "0.3"})
+
+
+def test_ome_zarr_false_delivers_the_ome_tiff_alone() -> None:
+    assert all(targets.settings(t).ome_zarr for t in targets.TARGETS)
+    assert resolve("archive", ome_tiff=True, ome_zarr=False) == StoreSettings(
+        "0.5", 1024, 4, 5, ome_tiff=True, ome_zarr=False
+    )
+    # qupath writes an OME-TIFF: ome_zarr false alone is enough.
+    assert from_config({"target": "qupath", "ome_zarr": False}).ome_zarr is False
+    assert from_config({"target": "qupath", "ome_zarr": None}).ome_zarr is True
+    for config in ({"ome_zarr": False}, {"target": "omero", "ome_zarr": False, "ome_tiff": False}):
+        with pytest.raises(ValueError, match=r"^ome_zarr false needs an OME-TIFF \(ome_tiff tr"):
+            from_config(config)
 
 
 @pytest.mark.workflow
