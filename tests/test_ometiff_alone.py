@@ -181,6 +181,38 @@ def test_verify_pixels_checks_the_ome_tiff(
     assert not [line for line in lines if MULTI in line]
 
 
+def test_a_failed_dataset_gets_a_note_and_the_others_are_delivered(tmp_path: Path) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "good.ome.tif", np.ones((40, 30), np.uint16), ome=True)
+    damaged = inputs / "damaged.ome.tif"
+    data = np.random.default_rng(5).integers(0, 4000, (64, 64), dtype=np.uint16)
+    tifffile.imwrite(damaged, data, ome=True, tile=(32, 32), compression="zlib")
+    with tifffile.TiffFile(damaged) as tif:
+        offset, size = tif.pages[0].dataoffsets[3], tif.pages[0].databytecounts[3]
+    raw = bytearray(damaged.read_bytes())
+    raw[offset + 2 : offset + size] = bytes(size - 2)
+    damaged.write_bytes(bytes(raw))
+    config = {"input_dir": inputs, "output_dir": out, "ome_zarr": False, "ome_tiff": True}
+    proc = run_workflow(tmp_path / "work", config, check=False)
+    # Bad input fails its dataset, not the run: every run-level output is written.
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (
+        (out / "failed.tsv")
+        .read_text(encoding="utf-8")
+        .splitlines()[1]
+        .startswith("damaged\tconvert\t")
+    )
+    note = (out / "damaged" / "damaged.ome.tif").read_text(encoding="utf-8")
+    assert note.startswith("Not converted (convert): corrupt")
+    manifest = read_manifest(out / "manifest-sha256.txt")
+    assert "good/good.ome.tif" in manifest
+    assert not [r for r in manifest if r.startswith("damaged/") or ".ome.zarr" in r]
+    assert list(out.rglob("*.ome.zarr")) == []
+    assert _verify(out).returncode == 0
+
+
 def test_nothing_to_deliver_is_one_config_error(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()

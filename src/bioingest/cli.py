@@ -166,7 +166,12 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
 
 def _cmd_ome_tiff(args: argparse.Namespace) -> None:
     from bioingest.ometiff import recorded_hashes, write
+    from bioingest.outcomes import recorded_failure, write_failed_file
 
+    if failure := recorded_failure(args.source_json):
+        write_failed_file(args.out, failure)
+        log.info("ome-tiff %s: not converted, nothing to write", args.out.name)
+        return
     hashes = recorded_hashes(args.metadata) if args.metadata is not None else None
     write(args.store, args.ome_xml, args.out, pixel_hashes=hashes)
 
@@ -760,6 +765,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata.json whose pixel hashes name the file's UUID (default: hash the store)",
     )
     p.add_argument("--out", type=Path, required=True, help="the .ome.tif to write")
+    p.add_argument(
+        "--source-json",
+        type=Path,
+        help="convert's description: a recorded failure writes a note in place of the image",
+    )
     p.set_defaults(func=_cmd_ome_tiff)
 
     p = sub.add_parser(

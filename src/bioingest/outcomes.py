@@ -111,3 +111,16 @@ def write_failed_store(store: Path, failure: FailureReason) -> None:
             f"This folder holds no image; see {layout.FAILED} in the output folder.\n",
             encoding="utf-8",
         )
+
+
+def write_failed_file(path: Path, failure: FailureReason) -> None:
+    """Write a note where a file image (``NAME.ome.tif``) would be: it holds no image.
+
+    TIFF readers refuse it (it is text, not a TIFF); the manifest and the BioImage Archive
+    list leave the dataset out, as every file of a dataset ``failed.tsv`` lists.
+    """
+    atomic.write_text(
+        path,
+        f"Not converted ({failure['step']}): {failure['reason']}\n"
+        f"This file holds no image; see {layout.FAILED} in the output folder.\n",
+    )

@@ -8,7 +8,7 @@ rule ome_tiff:
         store=dataset_store,
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         metadata=layout.metadata(OUT, "{dataset}"),
-        # read by the resource estimates (pixel bytes)
+        # a recorded failure (then a note is written); the resource estimates (pixel bytes)
         source_json=layout.source_json(OUT, "{dataset}"),
     output:
         layout.ome_tiff(OUT, "{dataset}"),
@@ -23,4 +23,5 @@ rule ome_tiff:
         "ome-tiff {wildcards.dataset}: pyramidal OME-TIFF of the OME-Zarr"
     shell:
         "bioingest ome-tiff {input.store:q} --ome-xml {input.ome_xml:q} "
-        "--metadata {input.metadata:q} --out {output:q} --log {log:q}"
+        "--metadata {input.metadata:q} --source-json {input.source_json:q} "
+        "--out {output:q} --log {log:q}"
