@@ -15,7 +15,7 @@ The layout of a run::
       NAME/                                  one folder per dataset
         NAME.ome.zarr/                       the final store (NOT-CONVERTED.txt only, if failed)
         NAME.ome.xml  NAME.source.json  source-sha256.txt
-        metadata.json  qc.json  qc.html  thumbnails/  NAME.ome.tif
+        metadata.json  qc.json  qc.html  thumbnails/  NAME.ome.tif (a note, if failed)
       intermediate/NAME.zarr                 convert's store (temporary)
       intermediate/parts/NAME/K.zarr         later parts of a split conversion
       intermediate/assembled/NAME.zarr       the parts joined
