@@ -12,11 +12,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import tifffile
 
 from bioingest.checksum import read_manifest
+from bioingest.schemas import load_schema
 from conftest import BIN, run_workflow
 
 pytestmark = [pytest.mark.workflow, pytest.mark.java]
@@ -81,6 +83,9 @@ def test_no_store_is_left_and_each_dataset_has_its_ome_tiff(
         assert (out / name / f"{name}.ome.tif").is_file()
         qc = json.loads((out / name / "qc.json").read_text(encoding="utf-8"))
         assert qc["status"] != "fail" and qc["store"]["delivered"] is False
+        jsonschema.validate(qc, load_schema("qc.schema.json"))
+        record = json.loads((out / name / "metadata.json").read_text(encoding="utf-8"))
+        jsonschema.validate(record, load_schema("metadata.schema.json"))
 
 
 def test_the_ome_tiff_holds_the_source_pixels(
