@@ -133,10 +133,12 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
     shown = store if delivered else None
     blocks = "".join(_series_block(s, name, shown, thumbs) for s in qc["series"])
     image = (
-        f"store <code>{html.escape(store)}</code> (NGFF {version})"
+        f"store <code>{html.escape(store)}</code> (NGFF {version}). Run the commands in the "
+        "run's output folder; the links work when that folder is served over HTTP."
         if delivered
-        else f"image <code>{html.escape(layout.ome_tiff('', name).rsplit('/', 1)[-1])}</code> "
-        "(pyramidal OME-TIFF; the OME-Zarr was an intermediate, not delivered)"
+        else f"image <code>{html.escape(name + layout.OME_TIFF_SUFFIX)}</code> (pyramidal "
+        "OME-TIFF; the OME-Zarr was an intermediate, not delivered). Run the commands in the "
+        "run's output folder."
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -147,8 +149,7 @@ def dataset_page(qc: QCReport, record: MetadataRecord, *, thumbnails: Path, base
         f" · completeness {completeness}</p>"
         f"<p>Source {html.escape(record['source_file'])} "
         f"({html.escape(record['reader_format'])}), {len(qc['series'])} series; "
-        f"{image}. Run the commands in the "
-        "run's output folder; the links work when that folder is served over HTTP.</p>"
+        f"{image}</p>"
         f"{VIEWER_HELP if delivered else TIFF_HELP}"
         f'<div class="series">{blocks}</div></body></html>\n'
     )
