@@ -134,13 +134,8 @@ def _cmd_assemble(args: argparse.Namespace) -> None:
 
 def _cmd_pyramid(args: argparse.Namespace) -> None:
     from bioingest import targets
-    from bioingest.outcomes import recorded_failure, write_failed_store
-    from bioingest.pyramid import StoreOptions, build
+    from bioingest.pyramid import StoreOptions, write_step
 
-    if failure := recorded_failure(args.source_json):
-        write_failed_store(args.out, failure)
-        log.info("pyramid %s: not converted, nothing to write", args.out.name)
-        return
     try:
         store = targets.resolve(
             args.target,
@@ -161,7 +156,17 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
     )
     name = args.name or layout.name_of_store(args.out)
     study = _study(args.study)
-    build(args.intermediate, args.ome_xml, args.out, name=name, opts=opts, study=study)
+    written = write_step(
+        args.intermediate,
+        args.ome_xml,
+        args.out,
+        source_json=args.source_json,
+        opts=opts,
+        name=name,
+        study=study,
+    )
+    if not written:
+        log.info("pyramid %s: not converted, nothing to write", args.out.name)
 
 
 def _cmd_ome_tiff(args: argparse.Namespace) -> None:
@@ -261,50 +266,27 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
 
 
 def _cmd_metadata(args: argparse.Namespace) -> None:
-    import json
+    from bioingest import metadata
 
-    from bioingest import atomic
-    from bioingest.metadata import build_record
-    from bioingest.omexml import ome_xml_of
-    from bioingest.outcomes import failure_record, recorded_failure
-    from bioingest.study import load_study
-
-    if args.out and (failure := recorded_failure(args.source_json)):
-        atomic.write_text(args.out, failure_record(args.dataset or "", failure))
-        log.info("metadata %s: not converted, no record", args.dataset)
+    options = {"source_json": args.source_json, "store": args.store, "study": args.study}
+    if not args.out:
+        sys.stdout.write(metadata.record_json(metadata.describe(args.source, **options)))
         return
-    xml, info = ome_xml_of(args.source)
-    if args.source_json:
-        info = json.loads(args.source_json.read_text(encoding="utf-8"))
-    study = load_study(args.study) if args.study else None
     name = args.dataset or args.source.name.split(".")[0]
-    hashes = None
-    if args.store:
-        from bioingest.checksum import store_pixel_hashes
-
-        hashes = store_pixel_hashes(args.store)
-    record = build_record(
-        xml,
-        dataset=name,
-        source_file=str(info.get("source", "")),
-        reader_format=str(info.get("format", "")),
-        study=study,
-        pixel_hashes=hashes,
+    record = metadata.write_step(args.source, args.out, dataset=name, **options)
+    if record is None:
+        log.info("metadata %s: not converted, no record", name)
+        return
+    score = record["completeness"]
+    flags = sorted({f for s in record["series"] for f in s["flags"]})
+    log.info(
+        "metadata %s: %s (tier 1 %.1f%%, tier 2 %.1f%%), flags: %s",
+        name,
+        score["nbo_tier"],
+        score["tier1_pct"],
+        score["tier2_pct"],
+        ", ".join(flags) or "none",
     )
-    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-    if args.out:
-        atomic.write_text(args.out, text)
-        score = record["completeness"]
-        log.info(
-            "metadata %s: %s (tier 1 %.1f%%, tier 2 %.1f%%), flags: %s",
-            name,
-            score["nbo_tier"],
-            score["tier1_pct"],
-            score["tier2_pct"],
-            ", ".join(sorted({f for s in record["series"] for f in s["flags"]})) or "none",
-        )
-    else:
-        sys.stdout.write(text)
 
 
 def _cmd_tables(args: argparse.Namespace) -> None:
@@ -373,34 +355,16 @@ def _cmd_outcomes(args: argparse.Namespace) -> None:
 
 
 def _cmd_inventory(args: argparse.Namespace) -> None:
-    import os
-
     from bioingest import inventory
 
-    source = str(args.source)
-    if "://" in source:
-        inv = inventory.build_remote(source)
-    else:
-        path = Path(os.path.normpath(Path(source).absolute()))
-        sheet = inventory.read_sheet(path) if path.is_file() else None
-        if sheet is None and not path.is_dir():
-            raise IngestError(path, "not a folder or a sample sheet")
-        root = inventory.sheet_root(sheet, path) if sheet is not None else path
-        exclude = Path(os.path.normpath(args.exclude.absolute())) if args.exclude else None
-        prober, close, key = _prober(args)
-        try:
-            inv = inventory.build(
-                root,
-                open_file=prober,
-                exclude=exclude,
-                min_age_s=args.min_age_s,
-                cache_path=args.cache,
-                reader_key=key,
-                threads=args.threads,
-                sheet=sheet,
-            )
-        finally:
-            close()
+    inv = inventory.take(
+        str(args.source),
+        prober=lambda: _prober(args),
+        exclude=args.exclude,
+        min_age_s=args.min_age_s,
+        cache_path=args.cache,
+        threads=args.threads,
+    )
     if args.tsv is None and args.json is None:
         sys.stdout.write(inv.table())
     inventory.write(inv, tsv=args.tsv, json_path=args.json)

@@ -1110,3 +1110,54 @@ def discover(
     if not root.is_dir():
         raise IngestError(root, "input_dir is not a folder")
     return build(root, open_file=probe, exclude=exclude, min_age_s=min_age_s).datasets
+
+
+def take(
+    source: str,
+    *,
+    prober: Callable[[], tuple[Callable[[Path], Probe], Callable[[], None], str]],
+    exclude: Path | None = None,
+    min_age_s: float = 0.0,
+    cache_path: Path | None = None,
+    threads: int = 2,
+) -> Inventory:
+    """Inventory what the user named: a folder, a sample sheet or an ``s3://`` URL.
+
+    Parameters
+    ----------
+    source
+        The folder, sample sheet or URL (``input_dir`` or ``samples``).
+    prober
+        Called once, for local sources only: returns how files are opened, how that is
+        closed, and the reader's cache key (see :func:`build`).
+    exclude, min_age_s, cache_path, threads
+        As for :func:`build`.
+
+    Raises
+    ------
+    IngestError
+        When a local ``source`` is neither a folder nor a sample sheet.
+    """
+    if "://" in source:
+        return build_remote(source)
+    path = Path(os.path.normpath(Path(source).absolute()))
+    sheet = read_sheet(path) if path.is_file() else None
+    if sheet is None and not path.is_dir():
+        raise IngestError(path, "not a folder or a sample sheet")
+    root = sheet_root(sheet, path) if sheet is not None else path
+    if exclude is not None:
+        exclude = Path(os.path.normpath(exclude.absolute()))
+    open_file, close, key = prober()
+    try:
+        return build(
+            root,
+            open_file=open_file,
+            exclude=exclude,
+            min_age_s=min_age_s,
+            cache_path=cache_path,
+            reader_key=key,
+            threads=threads,
+            sheet=sheet,
+        )
+    finally:
+        close()

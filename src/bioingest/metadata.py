@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from bioingest import omexml
@@ -291,3 +292,80 @@ def build_record(
         "series": series,
         "completeness": completeness(series, study_fields),
     }
+
+
+def describe(
+    source: Path,
+    *,
+    dataset: str | None = None,
+    source_json: Path | None = None,
+    store: Path | None = None,
+    study: Path | None = None,
+) -> MetadataRecord:
+    """Build the metadata record of ``source``: an OME-XML file, an OME-Zarr or a source file.
+
+    Parameters
+    ----------
+    source
+        Where the OME-XML is read from (see :func:`bioingest.omexml.ome_xml_of`).
+    dataset
+        Dataset name; by default the source's name up to its first dot.
+    source_json
+        ``{dataset}.source.json`` written by ``convert``: the source file and reader format.
+    store
+        Final OME-Zarr whose level-0 pixel hashes the record carries.
+    study
+        Study metadata YAML file (validated).
+    """
+    import json
+
+    from bioingest.study import load_study
+
+    xml, info = omexml.ome_xml_of(source)
+    if source_json is not None:
+        info = json.loads(source_json.read_text(encoding="utf-8"))
+    hashes = None
+    if store is not None:
+        from bioingest.checksum import store_pixel_hashes
+
+        hashes = store_pixel_hashes(store)
+    return build_record(
+        xml,
+        dataset=dataset or source.name.split(".")[0],
+        source_file=str(info.get("source", "")),
+        reader_format=str(info.get("format", "")),
+        study=load_study(study) if study else None,
+        pixel_hashes=hashes,
+    )
+
+
+def record_json(record: MetadataRecord) -> str:
+    """Return ``metadata.json``'s text for ``record``."""
+    import json
+
+    return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_step(
+    source: Path,
+    out: Path,
+    *,
+    dataset: str,
+    source_json: Path | None,
+    store: Path | None = None,
+    study: Path | None = None,
+) -> MetadataRecord | None:
+    """Run the metadata step of one dataset: write ``metadata.json`` atomically.
+
+    A dataset whose conversion failed (recorded in ``source_json``) gets a failure record;
+    None is returned then, else the record written. Other parameters as :func:`describe`.
+    """
+    from bioingest import atomic
+    from bioingest.outcomes import failure_record, recorded_failure
+
+    if failure := recorded_failure(source_json):
+        atomic.write_text(out, failure_record(dataset, failure))
+        return None
+    record = describe(source, dataset=dataset, source_json=source_json, store=store, study=study)
+    atomic.write_text(out, record_json(record))
+    return record

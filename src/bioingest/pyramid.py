@@ -353,3 +353,37 @@ def _write_plate(
         version=opts.version,
     )
     return [paths[s] for s in sorted(paths)]
+
+
+def write_step(
+    intermediate: Path,
+    ome_xml_path: Path,
+    out: Path,
+    *,
+    source_json: Path | None,
+    opts: StoreOptions,
+    name: str,
+    study: dict[str, Any] | None = None,
+) -> bool:
+    """Run the pyramid step of one dataset: its final store, or a note in its place.
+
+    Parameters
+    ----------
+    intermediate, ome_xml_path, out, name, opts, study
+        As for :func:`build`.
+    source_json
+        ``{dataset}.source.json``: when ``convert`` recorded a failure there, ``out`` gets
+        a note saying why instead of images.
+
+    Returns
+    -------
+    bool
+        Whether a store with images was written.
+    """
+    from bioingest.outcomes import recorded_failure, write_failed_store
+
+    if failure := recorded_failure(source_json):
+        write_failed_store(out, failure)
+        return False
+    build(intermediate, ome_xml_path, out, name=name, opts=opts, study=study)
+    return True
