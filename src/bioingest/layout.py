@@ -150,6 +150,11 @@ def thumbnails(out: P, name: str) -> P:
     return join(out, name, THUMBNAILS)
 
 
+def thumbnail(series: int) -> str:
+    """Return ``series-N.png``: a series' thumbnail in its dataset's thumbnails folder."""
+    return f"series-{series}.png"
+
+
 def ome_tiff(out: P, name: str) -> P:
     """``OUT/NAME/NAME.ome.tif``: the pyramidal OME-TIFF."""
     return join(out, name, name + OME_TIFF_SUFFIX)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from bioingest import atomic
+from bioingest import atomic, layout
 from bioingest.display import display_channels
 from bioingest.errors import IngestError
 from bioingest.pixelhash import pixel_hash
@@ -557,7 +557,7 @@ def run_qc(
             group = final[paths[i]] if paths[i] else final
             assert isinstance(group, zarr.Group)
             windows = [_window(ch) for ch in result["channels"]]
-            png = thumbs / f"series-{i}.png"
+            png = thumbs / layout.thumbnail(i)
             Image.fromarray(thumbnail(group, labels, windows=windows)).save(png, optimize=True)
             reasons: dict[str, str] = {}
             if fidelity == "fail":
@@ -575,7 +575,7 @@ def run_qc(
                     "reasons": reasons,
                     "status": overall(statuses),
                     "metadata": {"status": "warn" if flags else "pass", "flags": flags},
-                    "thumbnail": f"thumbnails/series-{i}.png",
+                    "thumbnail": f"{layout.THUMBNAILS}/{layout.thumbnail(i)}",
                     **result,
                 }
             )

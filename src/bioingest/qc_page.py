@@ -91,7 +91,7 @@ def _series_block(s: SeriesQC, name: str, store: str | None, thumbs: str) -> str
     return (
         f'<figure id="series-{s["series"]}"><img class="thumb" '
         f'alt="series {s["series"]} thumbnail" '
-        f'src="{html.escape(thumbs)}/series-{s["series"]}.png">'
+        f'src="{html.escape(thumbs)}/{layout.thumbnail(s["series"])}">'
         f"<figcaption>series {s['series']} {badge(s['status'])} "
         f"{_check_cells(s['checks'], s['reasons'])}; metadata {badge(meta['status'])} "
         f"flags: {html.escape(flags)}</figcaption>"
