@@ -65,8 +65,8 @@ demo-real: setup ## ingest the real instrument files of ../shared/data/real into
 	@echo "Results: $(DEMO_REAL_OUT)/"; ls $(DEMO_REAL_OUT)
 
 lint: setup ## ruff, mypy, snakefmt and snakemake --lint
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks demo
+	$(BIN)/ruff format --check src tests benchmarks demo
 	$(BIN)/mypy
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	@out=$$($(BIN)/snakemake --lint --config input_dir=demo output_dir=results/lint 2>&1) \

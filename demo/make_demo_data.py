@@ -39,7 +39,7 @@ CHROMOSOMES = "chromosomes&sizeZ=5&sizeX=96&sizeY=96&pixelType=uint8.fake"
 
 
 def bfconvert(jar: Path, *args: str | Path) -> None:
-    """Bio-Formats' converter (``loci.formats.tools.ImageConverter``, i.e. bfconvert)."""
+    """Run Bio-Formats' converter (``loci.formats.tools.ImageConverter``, i.e. bfconvert)."""
     cmd = ["java", "-cp", str(jar), "loci.formats.tools.ImageConverter", "-no-upgrade"]
     proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -47,7 +47,7 @@ def bfconvert(jar: Path, *args: str | Path) -> None:
 
 
 def zstack() -> np.ndarray:
-    """ZCYX uint16: two channels of blobs that come into focus at the middle plane."""
+    """Return a ZCYX uint16 stack: two channels of blobs in focus at the middle plane."""
     z, size = 7, 128
     yy, xx = np.mgrid[0:size, 0:size]
     rng = np.random.default_rng(14)
@@ -66,6 +66,7 @@ def zstack() -> np.ndarray:
 
 
 def write(folder: Path, jar: Path) -> None:
+    """Write the demo files into ``folder`` (which exists and is empty)."""
     (folder / PLATE).touch()
     (folder / SERIES).touch()
     with tempfile.TemporaryDirectory() as scratch:
@@ -100,6 +101,7 @@ def write(folder: Path, jar: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write the demo folder named on the command line, unless it exists; return 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder to create")
     parser.add_argument(
