@@ -301,3 +301,22 @@ def test_convert_reads_only_the_series_asked_for(tmp_path: Path) -> None:
     np.testing.assert_array_equal(part["2"][...], images[2].pixels)
     assert len(description["series"]) == 3
     assert reader.tiles_read == 2
+
+
+def test_metadata_verb_writes_the_record_the_workflow_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The metadata verb, to a file and to stdout, names the dataset it is given."""
+    from bioingest.cli import main
+
+    got = ingest(tmp_path, "multi", [Image(RNG.integers(0, 256, (1, 2, 1, 40, 50), np.uint8))])
+    xml, source_json = tmp_path / "multi.ome.xml", tmp_path / "multi.source.json"
+    common = [str(xml), "--dataset", "renamed", "--source-json", str(source_json)]
+    common += ["--store", str(got.store)]
+    assert main(["metadata", *common, "--out", str(tmp_path / "record.json")]) == 0
+    written = json.loads((tmp_path / "record.json").read_text(encoding="utf-8"))
+    assert main(["metadata", *common]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert written == printed
+    assert printed["dataset"] == "renamed"
+    assert printed["series"] == got.record["series"]

@@ -291,6 +291,8 @@ def test_verb_accepts_xml_zarr_and_source(real_run: Path, real_dir: Path) -> Non
             text=True,
             check=True,
         )
-        results.append(json.loads(proc.stdout)["series"])
+        record = json.loads(proc.stdout)
+        assert record["dataset"] == name
+        results.append(record["series"])
     assert len(results[0]) == 3
     assert results[0] == results[1] == results[2]

@@ -267,12 +267,13 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
 
 def _cmd_metadata(args: argparse.Namespace) -> None:
     from bioingest import metadata
+    from bioingest.records import metadata_json
 
+    name = args.dataset or args.source.name.split(".")[0]
     options = {"source_json": args.source_json, "store": args.store, "study": args.study}
     if not args.out:
-        sys.stdout.write(metadata.record_json(metadata.describe(args.source, **options)))
+        sys.stdout.write(metadata_json(metadata.describe(args.source, dataset=name, **options)))
         return
-    name = args.dataset or args.source.name.split(".")[0]
     record = metadata.write_step(args.source, args.out, dataset=name, **options)
     if record is None:
         log.info("metadata %s: not converted, no record", name)

@@ -22,7 +22,14 @@ from xml.etree.ElementTree import Element
 
 from bioingest import omexml
 from bioingest.completeness import completeness
-from bioingest.records import ChannelRecord, Field, MetadataRecord, SeriesRecord, field
+from bioingest.records import (
+    ChannelRecord,
+    Field,
+    MetadataRecord,
+    SeriesRecord,
+    field,
+    metadata_json,
+)
 from bioingest.study import Study, study_record
 
 #: Plausible pixel sizes, µm: outside this range a size is flagged (a 72-dpi TIFF
@@ -339,13 +346,6 @@ def describe(
     )
 
 
-def record_json(record: MetadataRecord) -> str:
-    """Return ``metadata.json``'s text for ``record``."""
-    import json
-
-    return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-
-
 def write_step(
     source: Path,
     out: Path,
@@ -367,5 +367,5 @@ def write_step(
         atomic.write_text(out, failure_record(dataset, failure))
         return None
     record = describe(source, dataset=dataset, source_json=source_json, store=store, study=study)
-    atomic.write_text(out, record_json(record))
+    atomic.write_text(out, metadata_json(record))
     return record
