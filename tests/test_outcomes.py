@@ -69,3 +69,18 @@ def test_convert_failure_is_recorded_and_retried_when_fixed(tmp_path: Path) -> N
     manifest = (out / "manifest-sha256.txt").read_text(encoding="utf-8")
     assert "damaged/damaged.ome.zarr/zarr.json" in manifest
     assert (out / "summary" / "images.tsv").read_text().count("\n") == 3
+
+
+@pytest.mark.workflow
+@pytest.mark.java
+def test_a_run_where_every_file_is_skipped_still_reports(tmp_path: Path) -> None:
+    """Files still being written (all too recent) give an empty run that says why, not an error."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "fresh.ome.tif", np.zeros((8, 8), np.uint8), ome=True)
+    out = tmp_path / "out"
+    run_workflow(tmp_path, {"input_dir": inputs, "output_dir": out, "min_file_age_s": 3600})
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "modified in the last 3600 s (may still be written): 1" in report
+    assert read_failures(out / "failed.tsv") == []
+    assert not (out / "fresh").exists()

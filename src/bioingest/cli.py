@@ -335,7 +335,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     datasets = list(args.datasets or [])
     if args.datasets_file:
         datasets += read_dataset_names(args.datasets_file)
-    if not datasets:
+    if args.datasets is None and args.datasets_file is None:
         raise SystemExit("bioingest report: give --datasets or --datasets-file")
     failed = read_failed(args.failed) if args.failed else None
     # No output path in the log: logs are outputs too and must not differ between folders.
@@ -747,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Works on partial runs.",
     )
     p.add_argument("out_dir", type=Path, help="output folder of a run")
-    p.add_argument("--datasets", nargs="+", help="dataset names to list")
+    p.add_argument(
+        "--datasets", nargs="*", help="dataset names to list (none: every file was skipped)"
+    )
     p.add_argument(
         "--datasets-file",
         type=Path,
