@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -130,6 +132,22 @@ def kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def wait_for_progress(console: Path, fraction: float, proc: subprocess.Popen[bytes]) -> None:
+    """Return once Snakemake reports ``fraction`` of the run's steps done, two still to do.
+
+    The counts are Snakemake's ``N of M steps (P%) done`` lines in ``console``; the run's
+    total ``M`` is known once the inventory checkpoint has run and the total has changed.
+    """
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        steps = re.findall(r"^(\d+) of (\d+) steps", console.read_text(), flags=re.MULTILINE)
+        if len({total for _, total in steps}) > 1:
+            done, total = int(steps[-1][0]), int(steps[-1][1])
+            if done >= min(math.ceil(fraction * total), total - 2):
+                return
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def inputs(tmp_path: Path) -> Iterator[tuple[Path, dict[str, np.ndarray]]]:
     folder = tmp_path / "in"
@@ -176,8 +194,13 @@ def test_kill9_trials_recover(tmp_path: Path, inputs: tuple[Path, dict[str, np.n
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        delay = float(rng.uniform(0.15, 0.85)) * duration
-        time.sleep(delay)
+        fraction = float(rng.uniform(0.15, 0.85))
+        if kill_snakemake:
+            # At a point of the run's progress, not of time: on a loaded machine the run
+            # could otherwise finish before the kill.
+            wait_for_progress(work / "console.txt", fraction, proc)
+        else:
+            time.sleep(fraction * duration)
         # Wait (briefly) for a job to be running, so that the kill hits one.
         deadline = time.monotonic() + 5
         while not job_processes(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
@@ -192,7 +215,7 @@ def test_kill9_trials_recover(tmp_path: Path, inputs: tuple[Path, dict[str, np.n
             kill(jobs)
             hits["jobs"] += bool(jobs)
         status = proc.wait(timeout=300)
-        trials.append(f"trial {trial}: {delay:.1f} s, running {running}, jobs {jobs}, {status}")
+        trials.append(f"trial {trial}: at {fraction:.2f}, running {running}, jobs {jobs}, {status}")
         if kill_snakemake and running:
             assert status == -signal.SIGKILL
         assert_complete_stores(out, data)
