@@ -15,7 +15,12 @@ import yaml
 
 from bioingest import layout, plan
 from bioingest.inventory import Dataset, Inventory
-from bioingest.resources import convert_estimate, image_estimate
+from bioingest.resources import (
+    convert_mem_mb,
+    convert_runtime_min,
+    image_mem_mb,
+    image_runtime_min,
+)
 from conftest import REPO
 
 ROOT = Path("/data/in")
@@ -189,20 +194,17 @@ def test_requests_scale_with_the_share_of_a_part(config: dict[str, Any]) -> None
     d = dataset(series=(300 * MB, 100 * MB, 600 * MB))
     config.update(split_series_above_mb=0, series_per_job=1)
 
-    def expected(share: float, attempt: int) -> Any:
-        return convert_estimate(
-            source_bytes=int(d.nbytes * share),
-            java_heap_mb=config["java_heap_mb"],
-            tile_size=config["tile_size"],
-            attempt=attempt,
-        )
+    def minutes(share: float, attempt: int) -> int:
+        return convert_runtime_min(source_bytes=int(d.nbytes * share), attempt=attempt)
 
-    assert plan.convert_mem_mb(d, config, 1) == expected(1.0, 1).mem_mb
-    assert plan.convert_runtime(d, config, 2) == expected(0.3, 2).runtime_min
-    assert plan.part_runtime(d, config, 2, 1) == expected(0.6, 1).runtime_min
+    assert plan.convert_mem_mb(config) == convert_mem_mb(
+        java_heap_mb=config["java_heap_mb"], tile_size=config["tile_size"]
+    )
+    assert plan.convert_runtime(d, config, 2) == minutes(0.3, 2)
+    assert plan.part_runtime(d, config, 2, 1) == minutes(0.6, 1)
 
 
-def test_image_request_from_the_pixel_bytes_convert_reported(
+def test_image_requests_from_the_store_and_the_pixel_bytes_convert_reported(
     config: dict[str, Any], tmp_path: Path
 ) -> None:
     described = tmp_path / "a.source.json"
@@ -210,10 +212,12 @@ def test_image_request_from_the_pixel_bytes_convert_reported(
         json.dumps({"series": [{"shape": [1, 2, 1, 512, 512], "dtype": "uint16"}]}),
         encoding="utf-8",
     )
-    got = plan.image_request(described, config, 1)
-    assert got == image_estimate(
-        pixel_bytes=2 * 512 * 512 * 2, chunk_size=1024, shard_chunks=4, tile_size=1024, attempt=1
+    assert plan.image_runtime(described, 1) == image_runtime_min(pixel_bytes=2 * 512 * 512 * 2)
+    assert plan.image_mem_mb(config) == image_mem_mb(
+        chunk_size=1024, shard_chunks=4, tile_size=1024
     )
+    config["ngff_version"] = "0.4"  # no shards: less memory
+    assert plan.image_mem_mb(config) < image_mem_mb(chunk_size=1024, shard_chunks=4, tile_size=1024)
 
 
 # -- options ----------------------------------------------------------------------------
@@ -264,7 +268,7 @@ def test_qc_options_name_every_threshold(config: dict[str, Any]) -> None:
 # -- what a run delivers ----------------------------------------------------------------
 
 
-def test_deliverables_and_final_outputs(config: dict[str, Any]) -> None:
+def test_deliverables(config: dict[str, Any]) -> None:
     inv = inventory(dataset("b"), dataset("a"), dataset("bad", failure="corrupt"))
     assert plan.ok_names(inv) == ["a", "b"]
     assert plan.dataset_names(inv) == "a b"
@@ -294,10 +298,6 @@ def test_deliverables_and_final_outputs(config: dict[str, Any]) -> None:
     config["ome_tiff"] = True
     with_tiffs = plan.deliverables(OUT, inv, config)
     assert with_tiffs[2:4] == [f"{OUT}/a/a.ome.tif", f"{OUT}/b/b.ome.tif"]
-    assert plan.final_outputs(OUT, inv, config)[-2:] == [
-        f"{OUT}/manifest-sha256.txt",
-        f"{OUT}/ro-crate-metadata.json",
-    ]
 
 
 def test_the_ome_tiff_alone_is_delivered_and_the_store_is_intermediate(

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bioingest import layout
+from bioingest import layout, resources
 from bioingest.convert import split
 from bioingest.inventory import Dataset, Inventory
-from bioingest.resources import Estimate, convert_estimate, image_estimate, pixel_bytes
+from bioingest.resources import pixel_bytes
 from bioingest.targets import from_config as store_settings
 
 Config = Mapping[str, Any]
@@ -80,44 +80,39 @@ def intermediate_store(out: str, d: Dataset, config: Config) -> str:
 # -- what each job asks the scheduler for -----------------------------------------------
 
 
-def convert_request(d: Dataset, config: Config, attempt: int, part_share: float = 1.0) -> Estimate:
-    """Request of a conversion job converting ``part_share`` of the dataset's bytes."""
-    return convert_estimate(
-        source_bytes=int(d.nbytes * part_share),
-        java_heap_mb=config["java_heap_mb"],
-        tile_size=config["tile_size"],
-        attempt=attempt,
+def convert_mem_mb(config: Config) -> int:
+    """Memory of a convert job: Java heap, Python and tiles, whatever the image."""
+    return resources.convert_mem_mb(
+        java_heap_mb=config["java_heap_mb"], tile_size=config["tile_size"]
     )
-
-
-def convert_mem_mb(d: Dataset, config: Config, attempt: int) -> int:
-    """Memory of a convert job: Java heap, Python and tiles (``resources.py``)."""
-    return convert_request(d, config, attempt).mem_mb
 
 
 def convert_runtime(d: Dataset, config: Config, attempt: int) -> int:
     """Minutes for a convert job: its share (the first part's) of the source's bytes."""
-    return convert_request(d, config, attempt, share(d, config, 0)).runtime_min
+    return part_runtime(d, config, 0, attempt)
 
 
 def part_runtime(d: Dataset, config: Config, k: int, attempt: int) -> int:
     """Minutes for part ``k`` of a split conversion."""
-    return convert_request(d, config, attempt, share(d, config, k)).runtime_min
+    return resources.convert_runtime_min(
+        source_bytes=int(d.nbytes * share(d, config, k)), attempt=attempt
+    )
 
 
-def image_request(source_json: Path, config: Config, attempt: int) -> Estimate:
-    """Request of a job streaming the converted pixels (pyramid, metadata, qc, OME-TIFF).
+def image_mem_mb(config: Config) -> int:
+    """Memory of a job streaming the converted pixels (pyramid, metadata, qc, OME-TIFF).
 
-    It is sized from the pixel bytes convert reported in ``source_json``.
+    It is set by the store's shard size and the tile size, whatever the image.
     """
     store = store_settings(config)
-    return image_estimate(
-        pixel_bytes=pixel_bytes(source_json),
-        chunk_size=store.chunk_size,
-        shard_chunks=store.shard_chunks,
-        tile_size=config["tile_size"],
-        attempt=attempt,
+    return resources.image_mem_mb(
+        chunk_size=store.chunk_size, shard_chunks=store.shard_chunks, tile_size=config["tile_size"]
     )
+
+
+def image_runtime(source_json: Path, attempt: int) -> int:
+    """Minutes for such a job, from the pixel bytes convert reported in ``source_json``."""
+    return resources.image_runtime_min(pixel_bytes=pixel_bytes(source_json), attempt=attempt)
 
 
 # -- verb options -----------------------------------------------------------------------
@@ -307,11 +302,6 @@ def deliverables(out: str, inv: Inventory, config: Config) -> list[str]:
         layout.report(out),
         layout.bia_file_list(out),
     ]
-
-
-def final_outputs(out: str, inv: Inventory, config: Config) -> list[str]:
-    """Everything a complete run produces."""
-    return [*deliverables(out, inv, config), layout.manifest(out), layout.run_crate(out)]
 
 
 def failure_messages(out: str, input_root: Path) -> list[str]:

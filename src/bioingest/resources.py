@@ -10,7 +10,6 @@ inventory), the uncompressed pixels for the later stages (known after ``convert`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,74 +29,52 @@ PIXELS_MIB_PER_S = 20.0
 START_MIN = 10
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """What one job asks the scheduler for."""
-
-    mem_mb: int
-    runtime_min: int
-
-
 def _runtime(nbytes: int, rate_mib_s: float, attempt: int) -> int:
     minutes = START_MIN + math.ceil(nbytes / MIB / rate_mib_s / 60)
     return minutes << (max(attempt, 1) - 1)
 
 
-def convert_estimate(
-    *, source_bytes: int, java_heap_mb: int, tile_size: int, attempt: int = 1
-) -> Estimate:
-    """Request of a ``convert`` job.
+def convert_mem_mb(*, java_heap_mb: int, tile_size: int) -> int:
+    """Memory of a ``convert`` job: the Java heap, Python and a few tiles in flight.
 
     Parameters
     ----------
-    source_bytes
-        Size of the dataset's files on disk, companions included.
     java_heap_mb
         Maximum Java heap of the job (``java_heap_mb`` in the config).
     tile_size
         Edge of the tiles read from the source, pixels.
-    attempt
-        Snakemake's attempt number; each retry doubles the run time.
-
-    Returns
-    -------
-    Estimate
-        ``mem_mb``: heap, Python and a few tiles in flight; ``runtime_min``: from the bytes.
     """
-    tiles_mb = math.ceil(4 * tile_size * tile_size * WORST_PIXEL_BYTES / MIB)
-    return Estimate(
-        mem_mb=java_heap_mb + BASE_MB + tiles_mb,
-        runtime_min=_runtime(source_bytes, SOURCE_MIB_PER_S, attempt),
-    )
+    return java_heap_mb + BASE_MB + math.ceil(4 * tile_size * tile_size * WORST_PIXEL_BYTES / MIB)
 
 
-def image_estimate(
-    *, pixel_bytes: int, chunk_size: int, shard_chunks: int, tile_size: int, attempt: int = 1
-) -> Estimate:
-    """Request of a job that streams the converted pixels (pyramid, metadata, qc).
+def image_mem_mb(*, chunk_size: int, shard_chunks: int, tile_size: int) -> int:
+    """Memory of a job streaming the converted pixels: Python and a few shards (or tiles).
 
     Parameters
     ----------
-    pixel_bytes
-        Uncompressed size of all series of the dataset.
     chunk_size, shard_chunks
         Chunk edge and chunks per shard edge of the final store.
     tile_size
         Edge of the tiles the QC reads.
-    attempt
-        Snakemake's attempt number; each retry doubles the run time.
-
-    Returns
-    -------
-    Estimate
-        ``mem_mb``: Python plus a few shards (or tiles) in flight; ``runtime_min``.
     """
     edge = max(chunk_size * max(shard_chunks, 1), tile_size)
-    buffers_mb = math.ceil(6 * edge * edge * WORST_PIXEL_BYTES / MIB)
-    return Estimate(
-        mem_mb=BASE_MB + buffers_mb,
-        runtime_min=_runtime(pixel_bytes, PIXELS_MIB_PER_S, attempt),
-    )
+    return BASE_MB + math.ceil(6 * edge * edge * WORST_PIXEL_BYTES / MIB)
+
+
+def convert_runtime_min(*, source_bytes: int, attempt: int = 1) -> int:
+    """Minutes for a ``convert`` job reading ``source_bytes`` of files on disk.
+
+    Each retry (Snakemake's ``attempt``) doubles it.
+    """
+    return _runtime(source_bytes, SOURCE_MIB_PER_S, attempt)
+
+
+def image_runtime_min(*, pixel_bytes: int, attempt: int = 1) -> int:
+    """Minutes for a job streaming ``pixel_bytes`` of uncompressed pixels.
+
+    Each retry (Snakemake's ``attempt``) doubles it.
+    """
+    return _runtime(pixel_bytes, PIXELS_MIB_PER_S, attempt)
 
 
 def series_bytes(source_json: Path) -> list[int]:

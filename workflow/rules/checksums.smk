@@ -5,7 +5,7 @@ rule bia_file_list:
     input:
         records=dataset_records,
         failed=FAILED,
-        study=study_file,
+        study=STUDY_FILE,
     output:
         layout.bia_file_list(OUT),
     log:
@@ -53,9 +53,8 @@ rule manifest:
 rule provenance:
     input:
         manifest=layout.manifest(OUT),
-        fixity=source_fixities,
         sources=all_sources,
-        study=study_file,
+        study=STUDY_FILE,
     output:
         crate=layout.run_crate(OUT),
         # The crate includes the workflow that ran: a copy, written with it.

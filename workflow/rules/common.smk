@@ -3,20 +3,37 @@
 # with each dataset from bioingest.plan: this file only connects them to Snakemake.
 # The datasets come from the inventory checkpoint (inventory.smk), never from parsing:
 # on a cluster, opening a whole share belongs in a job, not on the login node.
+import atexit
+import gc
+import inspect
 import os
 import shlex
 import sys
 from pathlib import Path
 
+from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from bioingest import layout, plan
+from bioingest import layout, plan, targets
 from bioingest.errors import IngestError
 from bioingest.inventory import input_root, listing_fingerprint, load, output_inside
 from bioingest.schemas import schema_path
 
 validate(config, schema=str(schema_path("config.schema.yaml")))
+# The target's store settings with the explicit overrides; a contradiction (shards with
+# NGFF 0.4, ome_zarr false without an OME-TIFF) stops the run here, before any job.
+try:
+    targets.from_config(config)
+except ValueError as exc:
+    raise WorkflowError(f"config: {exc}") from None
+
+# Snakemake keeps some 100 objects per job alive until it exits, and CPython's cyclic
+# collector rescans them as the job graph grows (14 s of a dry run over 10,000 datasets,
+# benchmarks/bench_inventory.py) and once more at exit (10 s). Collect less often while
+# the graph grows, and leave the exit scan out: the process is ending.
+gc.set_threshold(100_000, 50, 100)
+atexit.register(gc.freeze)
 
 
 # The verbs must come from the same installation that parsed this workflow; PATH is
@@ -128,9 +145,8 @@ def intermediate_store(wildcards):
     return plan.intermediate_store(OUT, dataset(wildcards.dataset), config)
 
 
-def dataset_store(wildcards):
-    """The store pyramid writes: final, or intermediate when the OME-TIFF is delivered alone."""
-    return plan.store_path(OUT, wildcards.dataset, config)
+# The store pyramid writes: final, or intermediate when the OME-TIFF is delivered alone.
+DATASET_STORE = plan.store_path(OUT, "{dataset}", config)
 
 
 def store_output():
@@ -139,9 +155,9 @@ def store_output():
     return directory(path) if plan.delivers_zarr(config) else intermediate(path)
 
 
-def convert_mem_mb(wildcards, attempt):
-    """Memory of a convert job: Java heap, Python and tiles (resources.py)."""
-    return plan.convert_mem_mb(dataset(wildcards.dataset), config, attempt)
+# Memory does not grow with the image (bioingest.resources): one value per kind of job.
+CONVERT_MEM_MB = plan.convert_mem_mb(config)
+IMAGE_MEM_MB = plan.image_mem_mb(config)
 
 
 def convert_runtime(wildcards, attempt):
@@ -155,14 +171,9 @@ def part_runtime(wildcards, attempt):
     return plan.part_runtime(d, config, int(wildcards.part), attempt)
 
 
-def image_mem_mb(wildcards, input, attempt):
-    """Memory of a job streaming the converted pixels (pyramid, metadata, qc)."""
-    return plan.image_request(Path(input.source_json), config, attempt).mem_mb
-
-
 def image_runtime(wildcards, input, attempt):
-    """Minutes for such a job, from the pixel bytes convert reported."""
-    return plan.image_request(Path(input.source_json), config, attempt).runtime_min
+    """Minutes for a job streaming the converted pixels, from the bytes convert reported."""
+    return plan.image_runtime(Path(input.source_json), attempt)
 
 
 def jvm_server_option():
@@ -185,9 +196,8 @@ def bia_options(wildcards):
     return plan.bia_options(config)
 
 
-def study_file(wildcards):
-    """The study metadata file, tracked as an input when the user gave one."""
-    return [config["study"]] if config["study"] else []
+# The study metadata file, tracked as an input when the user gave one.
+STUDY_FILE = [config["study"]] if config["study"] else []
 
 
 def study_option(wildcards, input):
@@ -200,9 +210,8 @@ def config_json(wildcards):
     return plan.config_json(config)
 
 
-def qc_options(wildcards):
-    """QC thresholds and policy from the config, as verb options."""
-    return plan.qc_options(config)
+# QC thresholds and policy from the config, as verb options.
+QC_OPTIONS = plan.qc_options(config)
 
 
 # -- what this run delivers: bioingest.plan --------------------------------------------
@@ -253,11 +262,6 @@ def deliverables(wildcards):
     return plan.deliverables(OUT, inventory(), config)
 
 
-def final_outputs(wildcards):
-    """Everything a complete run produces."""
-    return plan.final_outputs(OUT, inventory(), config)
-
-
 def report_failures():
     """After a run: one line per failed dataset, and a non-zero exit when there are any."""
     lines = plan.failure_messages(OUT, INPUT_ROOT)
@@ -265,3 +269,11 @@ def report_failures():
         print(line, file=sys.stderr)
     if lines:
         sys.exit(1)
+
+
+# Snakemake inspects an input function's signature at each call (700,000 calls for
+# 10,000 datasets); give it the parameters of each function above once, as its own
+# helpers in snakemake.ioutils do.
+for _function in list(globals().values()):
+    if inspect.isfunction(_function) and _function.__module__ == __name__:
+        overwrite_function_params(_function, inspect.signature(_function).parameters)

@@ -12,7 +12,7 @@ rule convert:
         "../../envs/bioingest.yaml"
     resources:
         java_heap_mb=config["java_heap_mb"],
-        mem_mb=convert_mem_mb,
+        mem_mb=CONVERT_MEM_MB,
         runtime=convert_runtime,
     params:
         dataset=convert_options,
@@ -47,7 +47,7 @@ rule convert_part:
         "../../envs/bioingest.yaml"
     resources:
         java_heap_mb=config["java_heap_mb"],
-        mem_mb=convert_mem_mb,
+        mem_mb=CONVERT_MEM_MB,
         runtime=part_runtime,
     params:
         series=part_series,

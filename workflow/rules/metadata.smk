@@ -2,8 +2,8 @@ rule metadata:
     input:
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         source_json=layout.source_json(OUT, "{dataset}"),
-        store=dataset_store,
-        study=study_file,
+        store=DATASET_STORE,
+        study=STUDY_FILE,
     output:
         layout.metadata(OUT, "{dataset}"),
     log:
@@ -11,7 +11,7 @@ rule metadata:
     conda:
         "../../envs/bioingest.yaml"
     resources:
-        mem_mb=image_mem_mb,
+        mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     params:
         study=study_option,

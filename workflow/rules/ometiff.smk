@@ -1,11 +1,11 @@
 # The pyramidal OME-TIFF of every dataset, when the target or ome_tiff asks for it
-# (STORE: pyramid.smk); bioingest.plan's deliverables() lists them (ome_tiffs). With
+# (bioingest.targets); bioingest.plan's deliverables() lists them (ome_tiffs). With
 # ome_zarr: false it is the delivered image, written from the intermediate store.
 
 
 rule ome_tiff:
     input:
-        store=dataset_store,
+        store=DATASET_STORE,
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         metadata=layout.metadata(OUT, "{dataset}"),
         # a recorded failure (then a note is written); the resource estimates (pixel bytes)
@@ -17,7 +17,7 @@ rule ome_tiff:
     conda:
         "../../envs/bioingest.yaml"
     resources:
-        mem_mb=image_mem_mb,
+        mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     message:
         "ome-tiff {wildcards.dataset}: pyramidal OME-TIFF of the OME-Zarr"

@@ -1,11 +1,3 @@
-from bioingest import targets
-
-# The target's store settings with the explicit overrides; a contradiction (shards with
-# NGFF 0.4, ome_zarr false without an OME-TIFF) stops the run here, before any job.
-try:
-    STORE = targets.from_config(config)
-except ValueError as exc:
-    raise WorkflowError(f"config: {exc}") from None
 # --target and the explicit store settings, for the verb (which resolves them).
 PYRAMID_STORE_OPTIONS = " ".join(
     shlex.quote(o) for o in targets.pyramid_options(config)
@@ -17,7 +9,7 @@ rule pyramid:
         zarr=intermediate_store,
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         source_json=layout.source_json(OUT, "{dataset}"),
-        study=study_file,
+        study=STUDY_FILE,
     output:
         # NAME/NAME.ome.zarr; intermediate/stores/NAME.ome.zarr with ome_zarr: false
         store_output(),
@@ -26,7 +18,7 @@ rule pyramid:
     conda:
         "../../envs/bioingest.yaml"
     resources:
-        mem_mb=image_mem_mb,
+        mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     params:
         store=PYRAMID_STORE_OPTIONS,

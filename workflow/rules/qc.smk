@@ -3,7 +3,7 @@ rule qc:
         intermediate=intermediate_store,
         metadata=layout.metadata(OUT, "{dataset}"),
         source_json=layout.source_json(OUT, "{dataset}"),
-        store=dataset_store,
+        store=DATASET_STORE,
     output:
         qc=layout.qc(OUT, "{dataset}"),
         page=layout.qc_page(OUT, "{dataset}"),
@@ -19,10 +19,10 @@ rule qc:
     conda:
         "../../envs/bioingest.yaml"
     resources:
-        mem_mb=image_mem_mb,
+        mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     params:
-        options=qc_options,
+        options=QC_OPTIONS,
     message:
         "qc {wildcards.dataset}: metrics, pass/warn/fail/n/a flags, thumbnails, QC page"
     shell:
