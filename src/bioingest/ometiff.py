@@ -29,6 +29,7 @@ import zarr
 from bioingest import omexml
 from bioingest.checksum import store_pixel_hashes
 from bioingest.errors import IngestError
+from bioingest.records import is_failure, read_metadata
 from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
@@ -145,10 +146,17 @@ def _levels(group: zarr.Group) -> list[zarr.Array[Any]]:
     return levels
 
 
-def recorded_hashes(metadata_json: Path) -> list[str]:
-    """Level-0 pixel hash of every series, as ``metadata.json`` recorded them."""
-    record = json.loads(metadata_json.read_text(encoding="utf-8"))
-    return [s["pixel_sha256"]["value"] for s in record["series"]]
+def recorded_hashes(metadata_json: Path) -> list[str] | None:
+    """Level-0 pixel hash of every series as ``metadata.json`` recorded them.
+
+    ``None`` when a series has none recorded: the hashes are then taken from the store.
+    """
+    record = read_metadata(metadata_json)
+    if is_failure(record):
+        raise IngestError(metadata_json, "the dataset was not converted")
+    hashes = [s["pixel_sha256"]["value"] for s in record["series"] if "pixel_sha256" in s]
+    known = [h for h in hashes if h is not None]
+    return known if len(known) == len(record["series"]) else None
 
 
 def write(
