@@ -28,7 +28,7 @@ try:
 except ValueError as exc:
     raise WorkflowError(f"config: {exc}") from None
 
-# Snakemake keeps some 100 objects per job alive until it exits, and CPython's cyclic
+# Snakemake keeps every job's objects alive until it exits, and CPython's cyclic
 # collector rescans them as the job graph grows (14 s of a dry run over 10,000 datasets,
 # benchmarks/bench_inventory.py) and once more at exit (10 s). Collect less often while
 # the graph grows, and leave the exit scan out: the process is ending.
