@@ -18,7 +18,7 @@ import zarr
 
 from bioingest import atomic, layout
 from bioingest.pixelhash import pixel_hash
-from bioingest.records import is_failure, read_metadata
+from bioingest.records import is_failure, read_metadata, recorded_pixel_hash
 from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
@@ -284,9 +284,7 @@ def _pixel_problems(out_dir: Path, records: list[str]) -> list[str]:
         else:
             problems.append(f"missing: {layout.store('', name)}")
             continue
-        expected = [
-            s["pixel_sha256"]["value"] if "pixel_sha256" in s else None for s in record["series"]
-        ]
+        expected = [recorded_pixel_hash(s) for s in record["series"]]
         if len(actual) != len(expected):
             problems.append(f"pixels changed: {name} has {len(actual)} images, not {len(expected)}")
             continue

@@ -29,7 +29,7 @@ import zarr
 from bioingest import omexml
 from bioingest.checksum import store_pixel_hashes
 from bioingest.errors import IngestError
-from bioingest.records import is_failure, read_metadata
+from bioingest.records import is_failure, read_metadata, recorded_pixel_hash
 from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
@@ -154,9 +154,9 @@ def recorded_hashes(metadata_json: Path) -> list[str] | None:
     record = read_metadata(metadata_json)
     if is_failure(record):
         raise IngestError(metadata_json, "the dataset was not converted")
-    hashes = [s["pixel_sha256"]["value"] for s in record["series"] if "pixel_sha256" in s]
+    hashes = [recorded_pixel_hash(s) for s in record["series"]]
     known = [h for h in hashes if h is not None]
-    return known if len(known) == len(record["series"]) else None
+    return known if len(known) == len(hashes) else None
 
 
 def write(

@@ -37,6 +37,7 @@ from bioingest.records import (
     qc_json,
     read_intermediate,
     read_metadata,
+    recorded_pixel_hash,
 )
 from bioingest.store import image_paths
 from bioingest.tiles import tiles
@@ -551,7 +552,7 @@ def run_qc(
             rgb = bool(info.get("rgb"))
             result = _series_qc(array, rec, labels, thresholds, progress, rgb=rgb)
             source_hash = pixel_hash(array)
-            output_hash = rec["pixel_sha256"]["value"] if rec and "pixel_sha256" in rec else None
+            output_hash = recorded_pixel_hash(rec) if rec else None
             fidelity: Flag = "pass" if source_hash == output_hash else "fail"
             flags = list(rec["flags"]) if rec else []
             group = final[paths[i]] if paths[i] else final

@@ -403,6 +403,11 @@ def flagged_checks(qc: QCReport, flag: str) -> Iterator[tuple[SeriesQC, ChannelQ
                     yield s, ch, name
 
 
+def recorded_pixel_hash(series: SeriesRecord) -> str | None:
+    """Return the level-0 pixel-content hash ``metadata.json`` recorded for a series, if any."""
+    return series["pixel_sha256"]["value"] if "pixel_sha256" in series else None
+
+
 def failing_checks(qc: QCReport, flag: str) -> list[str]:
     """Names of the image checks with ``flag`` anywhere in a dataset, sorted."""
     return sorted({name for _, _, name in flagged_checks(qc, flag)})
