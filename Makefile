@@ -126,8 +126,8 @@ test-fast: setup ## the fast tier: tests without Snakemake, a JVM, viewers or se
 test: setup test-deps viewers $(RO_CRATE_CONTEXT) lint ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: setup ## speed and memory against baselines (benchmarks/)
-	$(BIN)/python benchmarks/bench_convert.py
+bench: setup ## speed and memory against peers and baselines, measured in one run (benchmarks/)
+	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_many_files.py --files 40
 	$(BIN)/python benchmarks/bench_inventory.py --files 10000
 

@@ -8,6 +8,7 @@ import math
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import tifffile
 import yaml
 import zarr
 
+from bioingest.arrays import Reader
+from bioingest.pixelhash import pixel_hash
 from bioingest.progress import Progress
 from bioingest.qc import (
     Thresholds,
@@ -284,12 +287,19 @@ def test_real_samples_sane(real_run: Path) -> None:
 
 
 def measure(stack: np.ndarray, *, rgb: bool = False, **limits: Any) -> dict[str, Any]:
-    """QC of one channel: a ZYX stack written to an in-memory Zarr array as (1,1,Z,Y,X)."""
-    array = zarr.create_array(store={}, shape=(1, 1, *stack.shape), dtype=stack.dtype)
-    array[:] = stack[None, None]
-    result = _series_qc(
-        array, None, [("c", "FFFFFF")], Thresholds(**limits), Progress("t", 1), rgb=rgb
-    )
+    """QC of one channel: a ZYX stack written to a Zarr array as (1,1,Z,Y,X)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        array = zarr.create_array(tmp, shape=(1, 1, *stack.shape), dtype=stack.dtype)
+        array[:] = stack[None, None]
+        result, digest = _series_qc(
+            Reader(Path(tmp), workers=1),
+            None,
+            [("c", "FFFFFF")],
+            Thresholds(**limits),
+            Progress("t", 1),
+            rgb=rgb,
+        )
+    assert digest == pixel_hash(stack[None, None])
     channel: dict[str, Any] = result["channels"][0]
     return channel
 

@@ -81,10 +81,12 @@ def test_convert_decodes_each_rgb_tile_once(tmp_path: Path, bioformats: Any) -> 
     reader = CountingReader(path)
     info = reader.series[0]
     assert (info.size_c, info.samples, info.size_z, info.size_t) == (3, 3, 1, 1)
+    from bioingest.arrays import StoreOptions
     from bioingest.convert import _copy_series
 
     root = zarr.open_group(tmp_path / "o.zarr", mode="w", zarr_format=3)
-    _copy_series(reader, info, root, TILE)
+    # Bands of one chunk row (TILE rows), read in tiles of TILE columns.
+    _copy_series(reader, info, root, StoreOptions(chunk_size=TILE), TILE)
     reader.close()
     assert reader.decoded == len(tiles(info.size_y, info.size_x, TILE)) == 30
     reference = bioformats(path)

@@ -42,3 +42,14 @@ def write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst``, or copy it across file systems.
+
+    Only for files nothing writes to again: a link shares the bytes without touching them.
+    """
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

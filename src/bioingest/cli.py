@@ -10,10 +10,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bioingest import __version__, layout
 from bioingest.errors import IngestError
+
+if TYPE_CHECKING:
+    from bioingest.arrays import StoreOptions
 
 log = logging.getLogger("bioingest")
 
@@ -105,6 +108,7 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         series=args.series,
         reader=args.reader,
         tile_size=args.tile_size,
+        opts=_store_options(args, "convert"),
         jar=args.jar or None,
         maven=args.maven or None,
         heap_mb=args.java_heap_mb,
@@ -126,15 +130,22 @@ def _cmd_jvm_server(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_warm_server(args: argparse.Namespace) -> None:
+    from bioingest.warm import serve
+
+    serve(args.socket, idle_timeout_s=args.idle_timeout)
+
+
 def _cmd_assemble(args: argparse.Namespace) -> None:
     from bioingest.convert import assemble
 
     assemble(args.parts, source_json_path=args.source_json, zarr_path=args.zarr)
 
 
-def _cmd_pyramid(args: argparse.Namespace) -> None:
+def _store_options(args: argparse.Namespace, verb: str, **extra: Any) -> StoreOptions:
+    """Return the final store's settings: the target's, overridden by the options given."""
     from bioingest import targets
-    from bioingest.pyramid import StoreOptions, write_step
+    from bioingest.arrays import StoreOptions
 
     try:
         store = targets.resolve(
@@ -145,15 +156,21 @@ def _cmd_pyramid(args: argparse.Namespace) -> None:
             compression_level=args.compression_level,
         )
     except ValueError as exc:
-        raise SystemExit(f"bioingest pyramid: {exc}") from None
-    opts = StoreOptions(
+        raise SystemExit(f"bioingest {verb}: {exc}") from None
+    return StoreOptions(
         version=store.ngff_version,
         chunk_size=store.chunk_size,
         shard_chunks=store.shard_chunks,
         compression_level=store.compression_level,
-        method=args.method,
-        min_size=args.min_size,
+        threads=args.threads,
+        **extra,
     )
+
+
+def _cmd_pyramid(args: argparse.Namespace) -> None:
+    from bioingest.pyramid import write_step
+
+    opts = _store_options(args, "pyramid", method=args.method, min_size=args.min_size)
     name = args.name or layout.name_of_store(args.out)
     study = _study(args.study)
     written = write_step(
@@ -270,7 +287,12 @@ def _cmd_metadata(args: argparse.Namespace) -> None:
     from bioingest.records import metadata_json
 
     name = args.dataset or args.source.name.split(".")[0]
-    options = {"source_json": args.source_json, "store": args.store, "study": args.study}
+    options = {
+        "source_json": args.source_json,
+        "store": args.store,
+        "intermediate": args.intermediate,
+        "study": args.study,
+    }
     if not args.out:
         sys.stdout.write(metadata_json(metadata.describe(args.source, dataset=name, **options)))
         return
@@ -320,6 +342,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         page=args.page,
         ome_tiff_only=args.ome_tiff_only,
+        threads=args.threads,
     )
     if args.fail_policy == "stop" and qc["status"] == "fail":
         from bioingest.records import failing_checks
@@ -404,10 +427,17 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
     """Return the options several verbs share, as parent parsers.
 
     They are ``--log``; the options that choose and size the Bio-Formats JVM; the hashing
-    threads of ``checksum`` and ``verify``.
+    threads of ``checksum`` and ``verify``; the final store's layout, codec and coding
+    threads, for ``convert`` (level 0) and ``pyramid`` (the other levels).
     """
     log_option = argparse.ArgumentParser(add_help=False)
     log_option.add_argument("--log", type=Path, help="also write messages to this file")
+    log_option.add_argument(
+        "--warm",
+        action="store_true",
+        help="run in this machine's warm Python (convert, pyramid, metadata, qc: saves the "
+        "start-up of each job; the first job starts it)",
+    )
     java_options = argparse.ArgumentParser(add_help=False)
     java = java_options.add_argument_group("Bio-Formats")
     java.add_argument("--jar", default="", help="bioformats_package.jar to use")
@@ -422,13 +452,44 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
     threads_option.add_argument(
         "--threads", type=_positive, default=2, help="hashing threads (default: 2)"
     )
-    return log_option, java_options, threads_option
+    from bioingest import targets
+
+    # The final store's layout and codec: convert writes level 0 with them, pyramid the rest.
+    store_options = argparse.ArgumentParser(add_help=False)
+    store_options.add_argument(
+        "--target",
+        choices=targets.TARGETS,
+        default=targets.DEFAULT_TARGET,
+        help="viewer family whose store settings to use; the options below override them "
+        f"(default: {targets.DEFAULT_TARGET})",
+    )
+    store_options.add_argument(
+        "--ngff-version",
+        choices=["0.5", "0.4"],
+        help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: the target's)",
+    )
+    store_options.add_argument(
+        "--chunk-size", type=_positive, help="chunk edge in Y and X (default: the target's)"
+    )
+    store_options.add_argument(
+        "--shard-chunks",
+        type=int,
+        help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: the target's)",
+    )
+    store_options.add_argument(
+        "--compression-level", type=int, help="zstd level (default: the target's)"
+    )
+    store_options.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads that encode and decode chunks (default: 0, every core this process may use)",
+    )
+    return log_option, java_options, threads_option, store_options
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``bioingest`` argument parser with one sub-command per stage."""
-    from bioingest import targets
-
     parser = argparse.ArgumentParser(
         prog="bioingest",
         description="Turn microscopy files into OME-Zarr, losslessly. "
@@ -436,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bioingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
-    log_option, java_options, threads_option = _shared_options()
+    log_option, java_options, threads_option, store_options = _shared_options()
 
     p = sub.add_parser(
         "inventory",
@@ -487,10 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        parents=[log_option, java_options],
-        help="read a source once into a lossless intermediate Zarr plus OME-XML",
-        description="Stream every series of SOURCE at full resolution into an intermediate "
-        "Zarr v3 store, tile by tile, and save the reader's complete OME-XML.",
+        parents=[log_option, java_options, store_options],
+        help="read a source once into its final level 0, losslessly, plus OME-XML",
+        description="Stream every series of SOURCE at full resolution, in bands of rows, "
+        "into an intermediate store whose arrays are laid out and compressed as the final "
+        "store's level 0 (the store options below), hashing the pixels as they are read; "
+        "save the reader's complete OME-XML.",
     )
     p.add_argument("source", type=Path, help="main file of the dataset")
     p.add_argument("--zarr", type=Path, help="intermediate store to write")
@@ -566,6 +629,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_jvm_server)
 
     p = sub.add_parser(
+        "warm-server",
+        help="run the per-dataset verbs of '--warm' jobs in one warm Python (started by them)",
+        description="Import bioingest's modules once, then run each '--warm' job of this "
+        "machine (convert, pyramid, metadata, qc) in a child forked for it, with the job's "
+        "arguments, folder, environment and streams, until no job has come for "
+        "--idle-timeout seconds. The first '--warm' job starts it.",
+    )
+    p.add_argument("socket", type=Path, help="Unix socket to listen on")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="exit after this many seconds without a job (default: 60)",
+    )
+    p.set_defaults(func=_cmd_warm_server)
+
+    p = sub.add_parser(
         "assemble",
         parents=[log_option],
         help="join the parts of a conversion split by series into one intermediate store",
@@ -595,17 +675,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store", type=Path, help="final OME-Zarr: record each image's pixel-content hash"
     )
+    p.add_argument(
+        "--intermediate",
+        type=Path,
+        help="convert's store: record the pixel-content hash of each series as read "
+        "(instead of decoding --store)",
+    )
     p.set_defaults(func=_cmd_metadata)
 
     p = sub.add_parser(
         "qc",
         parents=[log_option],
         help="quality metrics with pass/warn/fail flags, and thumbnails",
-        description="Stream the intermediate store once: intensity statistics, saturation, "
+        description="Stream the final level 0 once: intensity statistics, saturation, "
         "bit-depth use, blank planes, focus per plane, illumination uniformity and "
-        "conversion fidelity, each graded pass/warn/fail (formulas: docs/qc.md).",
+        "conversion fidelity (its hash against the one convert took of the source), each "
+        "graded pass/warn/fail (formulas: docs/qc.md).",
     )
-    p.add_argument("intermediate", type=Path, help="store written by 'bioingest convert'")
+    p.add_argument(
+        "intermediate", type=Path, help="store written by 'bioingest convert' (its description)"
+    )
     p.add_argument("--metadata", type=Path, required=True, help="metadata.json of the dataset")
     p.add_argument(
         "--store", type=Path, required=True, help="OME-Zarr written by 'bioingest pyramid'"
@@ -630,6 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["report", "stop"],
         default="report",
         help="stop: exit 1 when any check fails (default: report)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads that decode and measure tiles (default: 0, every core this process may use)",
     )
     from bioingest.qc import Thresholds
 
@@ -664,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "pyramid",
-        parents=[log_option],
+        parents=[log_option, store_options],
         help="write the final OME-Zarr with multiscale levels",
         description="Build an OME-Zarr (NGFF 0.5 sharded by default, or 0.4) from an "
         "intermediate store: a single image, the bioformats2raw layout for several series, "
@@ -679,27 +774,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert's description: a recorded failure writes a note instead of a store",
     )
     p.add_argument("--name", default="", help="dataset name (default: from --out)")
-    p.add_argument(
-        "--target",
-        choices=targets.TARGETS,
-        default=targets.DEFAULT_TARGET,
-        help="viewer family whose store settings to use; the options below override them "
-        f"(default: {targets.DEFAULT_TARGET})",
-    )
-    p.add_argument(
-        "--ngff-version",
-        choices=["0.5", "0.4"],
-        help="0.5 writes Zarr v3, 0.4 writes Zarr v2 (default: the target's)",
-    )
-    p.add_argument(
-        "--chunk-size", type=_positive, help="chunk edge in Y and X (default: the target's)"
-    )
-    p.add_argument(
-        "--shard-chunks",
-        type=int,
-        help="chunks per shard edge, 0.5 only; 0 or 1 disables (default: the target's)",
-    )
-    p.add_argument("--compression-level", type=int, help="zstd level (default: the target's)")
     p.add_argument(
         "--method",
         choices=["mean", "nearest", "mode"],
@@ -881,7 +955,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unexpected one goes to a file of its own (``NAME.trace.log`` next to ``--log``), never
     to the console or the log.
     """
-    args = build_parser().parse_args(argv)
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--warm"]
+    args = build_parser().parse_args(given)
     log_file: Path | None = getattr(args, "log", None)
     _setup_logging(log_file)
     try:

@@ -1,21 +1,31 @@
-"""Stage 1: read a source once and stream its full-resolution pixels into an intermediate Zarr."""
+"""Stage 1: read a source once into its final level 0, hashing the pixels as they are read.
+
+Each series becomes one array of an intermediate store, laid out and compressed as the
+final store's level 0, which ``pyramid`` then links into place; the pixel-content hash
+(:mod:`bioingest.pixelhash`) is taken from the pixels as the reader returned them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
-from bioingest import __version__, atomic
+from bioingest import __version__, arrays, atomic
+from bioingest.arrays import StoreOptions
 from bioingest.errors import IngestError, ServiceError
 from bioingest.progress import Progress
 from bioingest.readers import ReaderChoice, SeriesInfo, SourceReader, open_source
 from bioingest.records import (
     ATTR,
+    PIXEL_HASH,
     SourceDescription,
     SourceRecord,
     is_failure,
@@ -23,39 +33,73 @@ from bioingest.records import (
     source_json,
     write_intermediate,
 )
-from bioingest.tiles import tiles
 
 log = logging.getLogger("bioingest")
 
 
-def _copy_series(reader: SourceReader, info: SeriesInfo, root: zarr.Group, tile: int) -> None:
-    chunks = (1, 1, 1, min(tile, info.size_y), min(tile, info.size_x))
-    arr = root.create_array(
-        str(info.index),
-        shape=info.shape,
-        dtype=info.dtype,
-        chunks=chunks,
-        dimension_names=["t", "c", "z", "y", "x"],
-        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-        fill_value=0,
-    )
-    plane_tiles = tiles(info.size_y, info.size_x, tile)
+#: Largest band of full-width rows read at once, bytes (one chunk row when it fits).
+BAND_BYTES = 64 * 1024 * 1024
+#: Bytes of a spill file hashed at once.
+SPILL_READ = 16 * 1024 * 1024
+
+
+def _band_rows(info: SeriesInfo, chunk_rows: int) -> int:
+    """Rows per band: one chunk row if it fits :data:`BAND_BYTES`, else fewer."""
+    row = info.size_x * np.dtype(info.dtype).itemsize * info.samples
+    return max(1, min(chunk_rows, BAND_BYTES // max(row, 1)))
+
+
+def _copy_series(
+    reader: SourceReader, info: SeriesInfo, root: zarr.Group, opts: StoreOptions, tile: int
+) -> str:
+    """Write one series as the final level 0; return the pixel hash of what was read.
+
+    The source is read once, in bands of full-width rows (in tiles of ``tile`` columns),
+    and each band is hashed in canonical order while the writer's threads encode the one
+    before. Colour samples stored together are hashed in canonical order too: the first
+    sample directly, the others from spill files once their planes are complete.
+    """
+    arr = arrays.create_level(root, str(info.index), info.shape, info.dtype, opts)
+    rows = _band_rows(info, int(arr.chunks[3]))
+    step = info.samples
+    little = np.dtype(info.dtype).newbyteorder("<")
+    digest = hashlib.sha256()
+    bands = range(0, info.size_y, rows)
     progress = Progress(
         f"convert {reader.path.name} series {info.index + 1}/{len(reader.series)}",
-        info.size_t * info.size_c * info.size_z * len(plane_tiles),
+        info.size_t * info.size_c * info.size_z * len(bands),
     )
-    # Channels stored together (colour samples) are read as one block: one decode per tile.
-    step = info.samples
-    for t in range(info.size_t):
-        for c in range(0, info.size_c, step):
-            for z in range(info.size_z):
-                for y, x, h, w in plane_tiles:
-                    if step == 1:
-                        block = reader.read_tile(info.index, t, c, z, y, x, h, w)[None]
-                    else:
-                        block = reader.read_samples(info.index, t, c, z, y, x, h, w)
-                    arr[t, c : c + step, z, y : y + h, x : x + w] = block
-                    progress.advance(step)
+    path = arrays.array_path(root, str(info.index))
+    with arrays.Writer(path, workers=opts.workers) as writer:
+        for t in range(info.size_t):
+            for c in range(0, info.size_c, step):
+                with contextlib.ExitStack() as stack:
+                    spills = [
+                        stack.enter_context(tempfile.TemporaryFile()) for _ in range(step - 1)
+                    ]
+                    for z in range(info.size_z):
+                        for y in bands:
+                            h = min(rows, info.size_y - y)
+                            band = np.empty((step, h, info.size_x), dtype=info.dtype)
+                            for x in range(0, info.size_x, tile):
+                                w = min(tile, info.size_x - x)
+                                if step == 1:
+                                    part = reader.read_tile(info.index, t, c, z, y, x, h, w)
+                                    band[0, :, x : x + w] = part
+                                else:
+                                    part = reader.read_samples(info.index, t, c, z, y, x, h, w)
+                                    band[:, :, x : x + w] = part
+                            ordered = band.astype(little, copy=False)
+                            digest.update(np.ascontiguousarray(ordered[0]).data)
+                            for spill, sample in zip(spills, ordered[1:], strict=True):
+                                spill.write(np.ascontiguousarray(sample).data)
+                            writer.write((t, slice(c, c + step), z, slice(y, y + h)), band)
+                            progress.advance(step)
+                    for spill in spills:
+                        spill.seek(0)
+                        while piece := spill.read(SPILL_READ):
+                            digest.update(piece)
+    return digest.hexdigest()
 
 
 def convert(
@@ -67,6 +111,7 @@ def convert(
     series: tuple[int, int] | None = None,
     reader: ReaderChoice | SourceReader = "auto",
     tile_size: int = 1024,
+    opts: StoreOptions | None = None,
     jar: str | None = None,
     maven: str | None = None,
     heap_mb: int = 1024,
@@ -94,7 +139,11 @@ def convert(
         ``auto``, ``bioformats`` or ``tifffile``; or a :class:`SourceReader` already
         opened on ``source`` (read instead of opening the file, and closed when done).
     tile_size
-        Edge of the tiles read and written; with the pixel type it bounds memory use.
+        Width of the tiles read; with the pixel type it bounds the reader's memory use.
+    opts
+        Layout and codec of the final store: each series is written as its level 0, which
+        ``pyramid`` links into the final store when its settings are the same (default:
+        :class:`~bioingest.arrays.StoreOptions`).
     jar, maven, heap_mb
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
     jvm_server
@@ -111,6 +160,7 @@ def convert(
     SourceRecord
         The description stored in the intermediate store's attributes.
     """
+    opts = opts or StoreOptions()
     ome_xml = ""
     description: SourceRecord
     try:
@@ -147,9 +197,10 @@ def convert(
                 selected = src.series[start:stop]
             if zarr_path is not None:
                 with atomic.atomic_dir(zarr_path) as tmp:
-                    root = zarr.open_group(tmp, mode="w", zarr_format=3)
+                    root = zarr.open_group(tmp, mode="w", zarr_format=opts.zarr_format)
                     for info in selected:
-                        _copy_series(src, info, root, tile_size)
+                        digest = _copy_series(src, info, root, opts, tile_size)
+                        root[str(info.index)].attrs[PIXEL_HASH] = digest
                     write_intermediate(root, description)
     except IngestError as exc:
         if not record_failure or isinstance(exc, ServiceError):
@@ -164,7 +215,8 @@ def convert(
         }
         if zarr_path is not None:
             with atomic.atomic_dir(zarr_path) as tmp:
-                write_intermediate(zarr.open_group(tmp, mode="w", zarr_format=3), description)
+                group = zarr.open_group(tmp, mode="w", zarr_format=opts.zarr_format)
+                write_intermediate(group, description)
     if ome_xml_path is not None:
         atomic.write_text(ome_xml_path, ome_xml)
     if source_json_path is not None:
@@ -194,14 +246,6 @@ def split(series_count: int, per_part: int) -> list[tuple[int, int]]:
     ]
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    # A hard link shares the bytes without touching the part; nothing writes to either.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> None:
     """Join the part stores of a split conversion into one intermediate store.
 
@@ -224,8 +268,10 @@ def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> N
     if is_failure(description):
         raise IngestError(source_json_path, "describes a source that could not be read")
     owner: dict[str, Path] = {}
+    formats = set()
     for part in parts:
         group = zarr.open_group(part, mode="r")
+        formats.add(group.metadata.zarr_format)
         written = group.attrs.get(ATTR)
         if not isinstance(written, dict) or written.get("series") != description["series"]:
             raise IngestError(part, f"is not a part of the source {source_json_path} describes")
@@ -236,9 +282,11 @@ def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> N
     missing = [str(s["index"]) for s in description["series"] if str(s["index"]) not in owner]
     if missing:
         raise IngestError(zarr_path, f"no part holds series {', '.join(missing)}")
+    if len(formats) > 1:
+        raise IngestError(zarr_path, "the parts were written with different store settings")
     with atomic.atomic_dir(zarr_path) as tmp:
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root = zarr.open_group(tmp, mode="w", zarr_format=formats.pop())
         for name, part in owner.items():
-            shutil.copytree(part / name, tmp / name, copy_function=_link_or_copy)
+            shutil.copytree(part / name, tmp / name, copy_function=atomic.link_or_copy)
         write_intermediate(root, description)
     log.info("assemble %s: %d series from %d parts", zarr_path.name, len(owner), len(parts))

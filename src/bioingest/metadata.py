@@ -1,4 +1,4 @@
-"""Stage 2: OME-XML -> a normalised record with origins, sanity flags and a completeness score.
+"""Stage 3: OME-XML -> a normalised record with origins, sanity flags and a completeness score.
 
 Units are normalised to µm, s and nm. A value that the file does not give is empty
 (``None``) with origin ``missing``, never a made-up number. Origins:
@@ -307,6 +307,7 @@ def describe(
     dataset: str | None = None,
     source_json: Path | None = None,
     store: Path | None = None,
+    intermediate: Path | None = None,
     study: Path | None = None,
 ) -> MetadataRecord:
     """Build the metadata record of ``source``: an OME-XML file, an OME-Zarr or a source file.
@@ -320,7 +321,10 @@ def describe(
     source_json
         ``{dataset}.source.json`` written by ``convert``: the source file and reader format.
     store
-        Final OME-Zarr whose level-0 pixel hashes the record carries.
+        Final OME-Zarr whose level-0 pixel hashes the record carries (decoded and hashed).
+    intermediate
+        Store written by ``convert``: the record carries the pixel hash of each series as
+        it was read from the source (QC then checks the final store against it).
     study
         Study metadata YAML file (validated).
     """
@@ -332,7 +336,13 @@ def describe(
     if source_json is not None:
         info = json.loads(source_json.read_text(encoding="utf-8"))
     hashes = None
-    if store is not None:
+    if intermediate is not None:
+        import zarr
+
+        from bioingest.records import read_source_hashes
+
+        hashes = read_source_hashes(zarr.open_group(intermediate, mode="r"))
+    elif store is not None:
         from bioingest.checksum import store_pixel_hashes
 
         hashes = store_pixel_hashes(store)
@@ -353,6 +363,7 @@ def write_step(
     dataset: str,
     source_json: Path | None,
     store: Path | None = None,
+    intermediate: Path | None = None,
     study: Path | None = None,
 ) -> MetadataRecord | None:
     """Run the metadata step of one dataset: write ``metadata.json`` atomically.
@@ -366,6 +377,13 @@ def write_step(
     if failure := recorded_failure(source_json):
         atomic.write_text(out, failure_record(dataset, failure))
         return None
-    record = describe(source, dataset=dataset, source_json=source_json, store=store, study=study)
+    record = describe(
+        source,
+        dataset=dataset,
+        source_json=source_json,
+        store=store,
+        intermediate=intermediate,
+        study=study,
+    )
     atomic.write_text(out, metadata_json(record))
     return record

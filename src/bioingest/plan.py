@@ -99,6 +99,19 @@ def part_runtime(d: Dataset, config: Config, k: int, attempt: int) -> int:
     )
 
 
+#: Datasets of at least this many bytes get ``threads`` threads per job; smaller ones one.
+PARALLEL_BYTES = 64 * 1024 * 1024
+
+
+def image_threads(d: Dataset, config: Config) -> int:
+    """Threads of a convert, pyramid or qc job of ``d``.
+
+    A small dataset gains little from a second thread, and one thread per job lets
+    Snakemake run several of them at once.
+    """
+    return int(config["threads"]) if d.nbytes >= PARALLEL_BYTES else 1
+
+
 def image_mem_mb(config: Config) -> int:
     """Memory of a job streaming the converted pixels (pyramid, metadata, qc, OME-TIFF).
 
@@ -156,6 +169,11 @@ def convert_options(d: Dataset, config: Config, *, input_root: Path, source: str
 def single_file_option(d: Dataset) -> str:
     """``--single-file`` where the acquisition is one file: only then may tifffile read it."""
     return "--single-file" if d.single_file else ""
+
+
+def warm_option(config: Config) -> str:
+    """``--warm`` when per-dataset jobs fork from one warm Python per machine."""
+    return "--warm" if config["warm_python"] else ""
 
 
 def jvm_server_option(config: Config) -> str:

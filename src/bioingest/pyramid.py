@@ -1,19 +1,22 @@
-"""Stage 4: intermediate Zarr -> final OME-Zarr with multiscale pyramids, streamed by block."""
+"""Stage 2: the final OME-Zarr, its level 0 linked from convert's store, the rest built on it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import zarr
-from numcodecs import Blosc
-from zarr.codecs import BloscCodec
 
-from bioingest import atomic, metadata, ngff, omexml, provenance
+from bioingest import arrays, atomic, metadata, ngff, omexml, provenance
+from bioingest.arrays import Method, StoreOptions
 from bioingest.display import display_channels
 from bioingest.errors import IngestError
 from bioingest.progress import Progress
@@ -24,47 +27,10 @@ from bioingest.records import (
     read_intermediate,
     value_of,
 )
-from bioingest.targets import NgffVersion
-from bioingest.tiles import tiles
 
 log = logging.getLogger("bioingest")
 
-Method = Literal["mean", "nearest", "mode"]
 Layout = Literal["image", "bioformats2raw", "plate"]
-AXES = ["t", "c", "z", "y", "x"]
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """How the final arrays are laid out and compressed.
-
-    Attributes
-    ----------
-    version
-        NGFF version: ``0.5`` (Zarr v3) or ``0.4`` (Zarr v2).
-    chunk_size
-        Edge of a chunk in Y and X.
-    shard_chunks
-        Chunks per shard edge (0.5 only); 0 or 1 disables sharding.
-    compression_level
-        zstd level of the final arrays.
-    method
-        Downsampling: ``mean`` for intensities, ``nearest`` or ``mode`` for labels.
-    min_size
-        Stop adding levels before the smaller plane edge drops below this.
-    """
-
-    version: NgffVersion = "0.5"
-    chunk_size: int = 1024
-    shard_chunks: int = 4
-    compression_level: int = 5
-    method: Method = "mean"
-    min_size: int = 64
-
-    @property
-    def block(self) -> int:
-        """Edge of the region written at once: one shard, so no shard is rewritten."""
-        return self.chunk_size * max(self.shard_chunks, 1)
 
 
 def level_shapes(size_y: int, size_x: int, opts: StoreOptions) -> list[tuple[int, int]]:
@@ -85,6 +51,8 @@ def downsample(block: np.ndarray, method: Method) -> np.ndarray:
     if method == "nearest":
         nearest: np.ndarray = block[::2, ::2].copy()
         return nearest
+    if method == "mean" and np.issubdtype(block.dtype, np.integer) and block.dtype.itemsize <= 4:
+        return _integer_mean(block)
     quads = np.stack([block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]])
     if method == "mode":
         counts = np.stack([(quads == quads[i]).sum(axis=0) for i in range(4)])
@@ -98,38 +66,20 @@ def downsample(block: np.ndarray, method: Method) -> np.ndarray:
     return result
 
 
-def _create_level(
-    group: zarr.Group, path: str, shape: tuple[int, ...], dtype: Any, opts: StoreOptions
-) -> zarr.Array[Any]:
-    cy, cx = min(opts.chunk_size, shape[3]), min(opts.chunk_size, shape[4])
-    chunks = (1, 1, 1, cy, cx)
-    if opts.version == "0.4":
-        return group.create_array(
-            path,
-            shape=shape,
-            dtype=dtype,
-            chunks=chunks,
-            # Blosc, not bare zstd: the Java Zarr v2 readers (Bio-Formats, OMERO, QuPath)
-            # decode Blosc and zlib only.
-            compressors=Blosc(cname="zstd", clevel=opts.compression_level, shuffle=Blosc.SHUFFLE),
-            chunk_key_encoding={"name": "v2", "separator": "/"},
-            fill_value=0,
-        )
-    shards = None
-    if opts.shard_chunks > 1:
-        ky = min(opts.shard_chunks, math.ceil(shape[3] / cy))
-        kx = min(opts.shard_chunks, math.ceil(shape[4] / cx))
-        shards = (1, 1, 1, cy * ky, cx * kx)
-    return group.create_array(
-        path,
-        shape=shape,
-        dtype=dtype,
-        chunks=chunks,
-        shards=shards,
-        dimension_names=AXES,
-        compressors=BloscCodec(cname="zstd", clevel=opts.compression_level, shuffle="shuffle"),
-        fill_value=0,
-    )
+def _integer_mean(block: np.ndarray) -> np.ndarray:
+    """Mean of each 2x2 quad rounded half to even, as ``np.rint``, in integer arithmetic."""
+    wide: type[np.integer[Any]] = np.int64
+    if block.dtype.itemsize < 4:
+        wide = np.int32 if block.dtype.kind == "i" else np.uint32
+    total: np.ndarray[Any, np.dtype[np.integer[Any]]] = block[0::2, 0::2].astype(wide)
+    total += block[0::2, 1::2]
+    total += block[1::2, 0::2]
+    total += block[1::2, 1::2]
+    low = total >> 2
+    rest = total & 3
+    low += (rest == 3) | ((rest == 2) & ((low & 1) == 1))
+    result: np.ndarray = low.astype(block.dtype)
+    return result
 
 
 @dataclass(frozen=True)
@@ -172,40 +122,37 @@ def image_infos(xml: str, description: SourceDescription, *, dataset: str) -> li
     return infos
 
 
-def write_image(
-    group: zarr.Group, source: zarr.Array[Any], info: ImageInfo, *, opts: StoreOptions
-) -> None:
-    """Write one multiscale image into ``group`` from a TCZYX intermediate array.
+def write_image(group: zarr.Group, source: Path, info: ImageInfo, *, opts: StoreOptions) -> None:
+    """Write one multiscale image into ``group`` from a series ``convert`` wrote.
 
-    The ``omero`` block's display windows come from the data range measured while level 0
-    is written.
+    ``source`` is the series' array folder in the intermediate store.
+
+    Level 0 is the series itself: its chunk files are hard-linked when ``convert`` wrote
+    them with the same settings, else re-encoded. Each further level is built from the one
+    before, shard by shard. The ``omero`` block's display windows come from the data range
+    measured while level 0 is read for level 1.
     """
-    size_t, size_c, size_z, size_y, size_x = source.shape
-    low = np.full(size_c, np.inf)
-    high = np.full(size_c, -np.inf)
+    series = zarr.open_array(source, mode="r")
+    size_t, size_c, size_z, size_y, size_x = series.shape
+    dtype = series.dtype
     shapes = level_shapes(size_y, size_x, opts)
     progress = Progress(f"pyramid {info.name}", size_t * size_c * size_z * len(shapes))
-    previous: Any = source
-    for k, (ly, lx) in enumerate(shapes):
-        level = _create_level(group, str(k), (size_t, size_c, size_z, ly, lx), source.dtype, opts)
-        for t in range(size_t):
-            for c in range(size_c):
-                for z in range(size_z):
-                    for y, x, h, w in tiles(ly, lx, opts.block):
-                        if k == 0:
-                            out = previous[t, c, z, y : y + h, x : x + w]
-                            if out.size and not np.all(np.isnan(out)):
-                                low[c] = min(low[c], float(np.nanmin(out)))
-                                high[c] = max(high[c], float(np.nanmax(out)))
-                        else:
-                            out = _downsampled_block(previous, (t, c, z), y, x, h, w, opts)
-                        level[t, c, z, y : y + h, x : x + w] = out
-                    progress.advance()
-        previous = level
+    level0 = arrays.create_level(group, "0", series.shape, dtype, opts)
+    _level_zero(source, level0, arrays.array_path(group, "0"), opts)
+    progress.advance(size_t * size_c * size_z)
+    ranges = _Ranges(size_c)
+    previous = arrays.array_path(group, "0")
+    for k, (ly, lx) in enumerate(shapes[1:], start=1):
+        arrays.create_level(group, str(k), (size_t, size_c, size_z, ly, lx), dtype, opts)
+        path = arrays.array_path(group, str(k))
+        _halve(previous, path, opts, ranges if k == 1 else None, progress)
+        previous = path
+    if len(shapes) == 1:
+        _scan(previous, opts, ranges)
     omero = ngff.omero(
         channels=info.channels,
-        ranges=[(lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(low, high, strict=True)],
-        dtype=np.dtype(source.dtype),
+        ranges=ranges.windows(),
+        dtype=np.dtype(dtype),
         default_z=size_z // 2,
     )
     ngff.write_multiscale(
@@ -221,19 +168,166 @@ def write_image(
     )
 
 
-def _downsampled_block(
-    previous: Any, tcz: tuple[int, int, int], y: int, x: int, h: int, w: int, opts: StoreOptions
-) -> np.ndarray:
-    """One output block of level k, built in quarters so memory stays near one block."""
-    t, c, z = tcz
-    src_h, src_w = previous.shape[3], previous.shape[4]
-    out = np.empty((h, w), dtype=previous.dtype)
-    half = max(opts.block // 2, 1)
-    for oy, ox, oh, ow in tiles(h, w, half):
-        sy, sx = 2 * (y + oy), 2 * (x + ox)
-        region = previous[t, c, z, sy : min(sy + 2 * oh, src_h), sx : min(sx + 2 * ow, src_w)]
-        out[oy : oy + oh, ox : ox + ow] = downsample(np.asarray(region), opts.method)
-    return out
+class _Ranges:
+    """Lowest and highest finite value of each channel."""
+
+    def __init__(self, channels: int) -> None:
+        self.low = np.full(channels, np.inf)
+        self.high = np.full(channels, -np.inf)
+
+    @staticmethod
+    def of(block: np.ndarray) -> tuple[float, float]:
+        """Lowest and highest finite value of ``block`` (``inf, -inf`` when it has none)."""
+        if not block.size or (block.dtype.kind == "f" and np.all(np.isnan(block))):
+            return math.inf, -math.inf
+        return float(np.nanmin(block)), float(np.nanmax(block))
+
+    def include(self, c: int, low: float, high: float) -> None:
+        """Widen channel ``c``'s range to ``[low, high]``."""
+        self.low[c] = min(self.low[c], low)
+        self.high[c] = max(self.high[c], high)
+
+    def add(self, c: int, block: np.ndarray) -> None:
+        """Widen channel ``c``'s range to ``block``'s."""
+        self.include(c, *self.of(block))
+
+    def windows(self) -> list[tuple[float, float]]:
+        return [
+            (lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(self.low, self.high, strict=True)
+        ]
+
+
+_METADATA_FILES = {"zarr.json", ".zarray", ".zattrs"}
+
+
+def _metadata_of(path: Path) -> dict[str, Any]:
+    """Return an array's metadata document, attributes left out."""
+    name = "zarr.json" if (path / "zarr.json").is_file() else ".zarray"
+    document = json.loads((path / name).read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    document.pop("attributes", None)
+    return document
+
+
+def _level_zero(source: Path, level0: zarr.Array[Any], target: Path, opts: StoreOptions) -> None:
+    """Fill level 0 from the converted series: link its chunk files, or re-encode them."""
+    if _metadata_of(source) == _metadata_of(target):
+        for item in sorted(source.iterdir()):
+            if item.name in _METADATA_FILES:
+                continue
+            if item.is_dir():
+                shutil.copytree(item, target / item.name, copy_function=atomic.link_or_copy)
+            else:
+                atomic.link_or_copy(str(item), str(target / item.name))
+        return
+    # Written with other settings (a store option changed since convert): re-encode.
+    reader = arrays.Reader(source, workers=opts.workers)
+    size_t, size_c, size_z, size_y, size_x = reader.shape
+    edge_y, edge_x = arrays.block_edges(level0)
+    indexes = [
+        (t, c, z, slice(y, y + h), slice(x, x + w))
+        for t in range(size_t)
+        for c in range(size_c)
+        for z in range(size_z)
+        for y, x, h, w in _blocks(size_y, size_x, edge_y, edge_x)
+    ]
+    with arrays.Writer(target, workers=opts.workers) as writer:
+        for index, block in reader.blocks(indexes):
+            writer.write(index, block)
+
+
+def _blocks(size_y: int, size_x: int, edge_y: int, edge_x: int) -> list[tuple[int, int, int, int]]:
+    """Row-major ``(y, x, height, width)`` blocks of ``edge_y`` x ``edge_x`` covering a plane."""
+    return [
+        (y, x, min(edge_y, size_y - y), min(edge_x, size_x - x))
+        for y in range(0, size_y, edge_y)
+        for x in range(0, size_x, edge_x)
+    ]
+
+
+def _halve(
+    previous: Path, path: Path, opts: StoreOptions, ranges: _Ranges | None, progress: Progress
+) -> None:
+    """Write level ``k`` at ``path`` from level ``k - 1``, one shard at a time.
+
+    Each output shard is built from four input regions of at most one shard each, read
+    ahead by the reader's threads and downsampled on a pool of threads; ``ranges`` (when
+    given) collects each channel's range from the input regions, which cover the level.
+    """
+    reader = arrays.Reader(previous, workers=opts.workers)
+    size_t, size_c, size_z, src_h, src_w = reader.shape
+    out = zarr.open_array(path, mode="r")
+    edge_y, edge_x = arrays.block_edges(out)
+    ly, lx = int(out.shape[3]), int(out.shape[4])
+    plan: list[tuple[tuple[int, int, int, int, int, int, int], tuple[Any, ...]]] = []
+    for t in range(size_t):
+        for c in range(size_c):
+            for z in range(size_z):
+                for y, x, h, w in _blocks(ly, lx, edge_y, edge_x):
+                    half_y, half_x = max(edge_y // 2, 1), max(edge_x // 2, 1)
+                    for oy, ox, oh, ow in _blocks(h, w, half_y, half_x):
+                        sy, sx = 2 * (y + oy), 2 * (x + ox)
+                        region = (
+                            t,
+                            c,
+                            z,
+                            slice(sy, min(sy + 2 * oh, src_h)),
+                            slice(sx, min(sx + 2 * ow, src_w)),
+                        )
+                        plan.append(((t, c, z, y, x, h, w), region))
+    regions = [region for _, region in plan]
+    quarters = Counter(key for key, _ in plan)
+    blocks: dict[tuple[int, int, int, int, int, int, int], tuple[np.ndarray, list[int]]] = {}
+    window: deque[tuple[tuple[int, int, int, int, int, int, int], Any, Future[Any]]] = deque()
+    with (
+        arrays.Writer(path, workers=opts.workers) as writer,
+        ThreadPoolExecutor(max_workers=opts.workers) as pool,
+    ):
+
+        def place(key: tuple[int, int, int, int, int, int, int], region: Any, done: Any) -> None:
+            t, c, z, y, x, h, w = key
+            small, low, high = done.result()
+            if ranges is not None:
+                ranges.include(c, low, high)
+            block, left = blocks.setdefault(key, (np.empty((h, w), dtype=reader.dtype), [0]))
+            oy, ox = region[3].start // 2 - y, region[4].start // 2 - x
+            block[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
+            left[0] += 1
+            if left[0] == quarters[key]:
+                writer.write((t, c, z, slice(y, y + h), slice(x, x + w)), blocks.pop(key)[0])
+                if (y, x) == (0, 0):
+                    progress.advance()
+
+        # Regions are downsampled on the pool's threads and placed in plan order.
+        for (key, _), (region, data) in zip(plan, reader.blocks(regions), strict=True):
+            window.append((key, region, pool.submit(_quarter, data, opts.method, ranges)))
+            if len(window) > opts.workers:
+                place(*window.popleft())
+        while window:
+            place(*window.popleft())
+
+
+def _quarter(
+    data: np.ndarray, method: Method, ranges: _Ranges | None
+) -> tuple[np.ndarray, float, float]:
+    """Downsample one input region; with ``ranges``, also return its finite range."""
+    low, high = _Ranges.of(data) if ranges is not None else (math.inf, -math.inf)
+    return downsample(data, method), low, high
+
+
+def _scan(path: Path, opts: StoreOptions, ranges: _Ranges) -> None:
+    """Collect each channel's range from a level that has no level after it."""
+    reader = arrays.Reader(path, workers=opts.workers)
+    size_t, size_c, size_z, size_y, size_x = reader.shape
+    indexes = [
+        (t, c, z, slice(y, y + h), slice(x, x + w))
+        for t in range(size_t)
+        for c in range(size_c)
+        for z in range(size_z)
+        for y, x, h, w in _blocks(size_y, size_x, opts.block, opts.block)
+    ]
+    for index, block in reader.blocks(indexes):
+        ranges.add(index[1], block)
 
 
 def choose_layout(ome_xml: str, series_count: int) -> tuple[Layout, omexml.Plate | None]:
@@ -295,10 +389,8 @@ def build(
     log.info("pyramid %s: %s layout, %d series, NGFF %s", name, layout, count, opts.version)
     zarr_format: Literal[2, 3] = 3 if opts.version == "0.5" else 2
 
-    def series_array(i: int) -> zarr.Array[Any]:
-        arr = src[str(i)]
-        assert isinstance(arr, zarr.Array)
-        return arr
+    def series_array(i: int) -> Path:
+        return intermediate / str(i)
 
     with atomic.atomic_dir(out) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)

@@ -1,15 +1,19 @@
-"""Stage 3: per-channel and per-plane quality metrics with pass/warn/fail flags, and thumbnails.
+"""Stage 4: per-channel and per-plane quality metrics with pass/warn/fail flags, and thumbnails.
 
-Everything is streamed tile by tile from the intermediate store (exactly the pixels the
-reader returned), so memory does not grow with the image. docs/qc.md gives each formula
-and its source.
+Everything is streamed from the final level 0, decoded again (bands of rows cut into
+tiles), so memory does not grow with the image; the same pass hashes the pixels for the
+fidelity check. docs/qc.md gives each formula and its source.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from bioingest import atomic, layout
+from bioingest import arrays, atomic, layout
 from bioingest.display import display_channels
 from bioingest.errors import IngestError
 from bioingest.pixelhash import pixel_hash
@@ -109,10 +113,12 @@ def _bounds(size: int) -> list[int]:
     return [0, size // 3, 2 * size // 3, size]
 
 
-def _region_sums(
-    tile: np.ndarray, y: int, x: int, ys: list[int], xs: list[int], acc: _Channel
-) -> None:
+def _region_parts(
+    tile: np.ndarray, y: int, x: int, ys: list[int], xs: list[int]
+) -> list[tuple[int, int, float, int]]:
+    """``(row, column, sum, pixels)`` of the parts of a tile in each ninth of the plane."""
     h, w = tile.shape
+    parts = []
     for i in range(3):
         y0, y1 = max(ys[i], y), min(ys[i + 1], y + h)
         if y0 >= y1:
@@ -122,8 +128,16 @@ def _region_sums(
             if x0 >= x1:
                 continue
             block = tile[y0 - y : y1 - y, x0 - x : x1 - x]
-            acc.regions[i, j] += float(block.sum(dtype=np.float64))
-            acc.region_counts[i, j] += block.size
+            parts.append((i, j, float(block.sum(dtype=np.float64)), block.size))
+    return parts
+
+
+def _region_sums(
+    tile: np.ndarray, y: int, x: int, ys: list[int], xs: list[int], acc: _Channel
+) -> None:
+    for i, j, total, size in _region_parts(tile, y, x, ys, xs):
+        acc.regions[i, j] += total
+        acc.region_counts[i, j] += size
 
 
 def _cell_starts(start: int, length: int, cell: int) -> np.ndarray:
@@ -144,6 +158,9 @@ def _log_bin(means: np.ndarray) -> np.ndarray:
     return bins
 
 
+_CellPart = tuple[tuple[slice, slice], np.ndarray, np.ndarray | None]
+
+
 class _Cells:
     """Per-plane grid of cells: pixel sums and zero counts (foreground and clipping)."""
 
@@ -156,14 +173,39 @@ class _Cells:
         self.sums = np.zeros(shape)
         self.zeros = np.zeros(shape, dtype=np.int64)
 
-    def add(self, tile: np.ndarray, zero: np.ndarray, y: int, x: int) -> None:
+    def add(self, tile: np.ndarray, zero: np.ndarray | None, y: int, x: int) -> None:
+        """Add a tile's sums and zeros (``zero``: its zero pixels; None when it has none)."""
+        self.merge(self.measure(tile, zero, y, x))
+
+    def measure(self, tile: np.ndarray, zero: np.ndarray | None, y: int, x: int) -> _CellPart:
+        """Return the cells a tile covers, with its sums and zero counts in them."""
         h, w = tile.shape
-        rs, cs = _cell_starts(y, h, self.edge), _cell_starts(x, w, self.edge)
-        r0, c0 = y // self.edge, x // self.edge
-        block = (slice(r0, r0 + rs.size), slice(c0, c0 + cs.size))
-        self.sums[block] += np.add.reduceat(np.add.reduceat(tile, rs, axis=0), cs, axis=1)
-        counts = np.add.reduceat(np.add.reduceat(zero.astype(np.int64), rs, axis=0), cs, axis=1)
-        self.zeros[block] += counts
+        e = self.edge
+        r0, c0 = y // e, x // e
+        if y % e == 0 and x % e == 0 and h % e == 0 and w % e == 0:
+            # Whole cells: sums of an integer tile are exact in int64.
+            wide = np.int64 if tile.dtype.kind in "uib" else np.float64
+            where = (slice(r0, r0 + h // e), slice(c0, c0 + w // e))
+            sums = tile.reshape(h // e, e, w // e, e).sum(axis=(1, 3), dtype=wide)
+            zeros = None
+            if zero is not None:
+                zeros = np.count_nonzero(zero.reshape(h // e, e, w // e, e), (1, 3))
+            return where, sums, zeros
+        rs, cs = _cell_starts(y, h, e), _cell_starts(x, w, e)
+        where = (slice(r0, r0 + rs.size), slice(c0, c0 + cs.size))
+        f = tile.astype(np.float64, copy=False)
+        sums = np.add.reduceat(np.add.reduceat(f, rs, axis=0), cs, axis=1)
+        zeros = None
+        if zero is not None:
+            zeros = np.add.reduceat(np.add.reduceat(zero.astype(np.int64), rs, axis=0), cs, axis=1)
+        return where, sums, zeros
+
+    def merge(self, part: _CellPart) -> None:
+        """Add what :meth:`measure` returned."""
+        where, sums, zeros = part
+        self.sums[where] += sums
+        if zeros is not None:
+            self.zeros[where] += zeros
 
 
 def _next_to(mask: np.ndarray) -> np.ndarray:
@@ -220,15 +262,135 @@ class _CellTally:
         return int(self.pixels[first:].sum()), int(self.zeros[first:].sum())
 
 
+#: Largest band of full-width rows read at once for the pixel hash, bytes; wider images
+#: are hashed in a pass of their own.
+HASH_BAND_BYTES = 64 * 1024 * 1024
+
+
+class _Plane:
+    """Accumulators of one plane: pixel count, sums, range and cells."""
+
+    def __init__(self, size_y: int, size_x: int, cell_size: int) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.low, self.high = math.inf, -math.inf
+        self.cells = _Cells(size_y, size_x, cell_size)
+
+
+def _add_tile(
+    tile: np.ndarray,
+    y: int,
+    x: int,
+    plane: _Plane,
+    acc: _Channel,
+    bounds: tuple[list[int], list[int]],
+    saturation_value: float | None,
+) -> None:
+    """Add one tile to its plane's and its channel's accumulators."""
+    f = tile.astype(np.float64)
+    finite = np.isfinite(f)
+    if tile.dtype.kind == "f" and not finite.all():
+        f = np.where(finite, f, 0.0)
+    valid = f[finite] if tile.dtype.kind == "f" else f
+    plane.count += int(valid.size)
+    plane.total += float(valid.sum())
+    plane.total_sq += float((valid * valid).sum())
+    if valid.size:
+        plane.low = min(plane.low, float(valid.min()))
+        plane.high = max(plane.high, float(valid.max()))
+    if acc.hist is not None:
+        acc.hist.add(tile)
+    if saturation_value is not None:
+        acc.saturated += int(np.count_nonzero(tile == saturation_value))
+    zero = tile == 0
+    acc.zeros += int(np.count_nonzero(zero))
+    _region_sums(f, y, x, *bounds, acc)
+    plane.cells.add(f, zero, y, x)
+
+
+@functools.cache
+def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``0 .. size - 1`` and their squares, as float64 (exact below 2**26)."""
+    values = np.arange(size, dtype=np.float64)
+    return values, values * values
+
+
+@dataclass
+class _TileCounts:
+    """What one 8- or 16-bit unsigned tile adds, measured apart from the accumulators."""
+
+    counts: np.ndarray
+    regions: list[tuple[int, int, float, int]]
+    cells: _CellPart
+
+
+def _count_tile(
+    tile: np.ndarray, y: int, x: int, cells: _Cells, bounds: tuple[list[int], list[int]]
+) -> _TileCounts:
+    """Measure a tile without changing any accumulator (so tiles can be measured at once)."""
+    counts = np.bincount(tile.ravel(), minlength=1 << (8 * tile.dtype.itemsize))
+    zero = tile == 0 if counts[0] else None
+    return _TileCounts(counts, _region_parts(tile, y, x, *bounds), cells.measure(tile, zero, y, x))
+
+
+def _count_band_tile(
+    band: np.ndarray,
+    at: tuple[int, int],
+    edge: int,
+    cells: _Cells,
+    bounds: tuple[list[int], list[int]],
+    dx: int,
+) -> _TileCounts:
+    """:func:`_count_tile` of the tile of ``band`` (at plane offset ``at``) from column ``dx``."""
+    return _count_tile(band[:, dx : dx + edge], at[0], at[1] + dx, cells, bounds)
+
+
+def _add_counts(
+    part: _TileCounts, plane: _Plane, acc: _Channel, saturation_value: float | None
+) -> None:
+    """Add a tile measured by :func:`_count_tile`, in tile order.
+
+    The counts give the sums, the range, the zeros and the saturated pixels exactly
+    (each tile's sums are below 2**53, so they equal the float sums of the general path).
+    """
+    counts = part.counts
+    seen = np.flatnonzero(counts)
+    values, squares = _powers(counts.size)
+    weights = counts.astype(np.float64)
+    plane.count += int(weights.sum())
+    plane.total += float(np.dot(weights, values))
+    plane.total_sq += float(np.dot(weights, squares))
+    plane.low = min(plane.low, float(seen[0]))
+    plane.high = max(plane.high, float(seen[-1]))
+    if acc.hist is not None:
+        acc.hist.counts += counts
+    if saturation_value is not None and saturation_value < counts.size:
+        acc.saturated += int(counts[int(saturation_value)])
+    acc.zeros += int(counts[0])
+    for i, j, total, size in part.regions:
+        acc.regions[i, j] += total
+        acc.region_counts[i, j] += size
+    plane.cells.merge(part.cells)
+
+
 def _series_qc(
-    array: zarr.Array[Any],
+    array: arrays.Reader,
     record: SeriesRecord | None,
     labels: list[tuple[str, str]],
     th: Thresholds,
     progress: Progress,
     *,
     rgb: bool = False,
-) -> SeriesMeasures:
+    workers: int = 1,
+) -> tuple[SeriesMeasures, str]:
+    """Measure one series; return the measures and the pixel hash of what was read.
+
+    The planes are read in canonical order (T, C, Z), in bands of full-width rows read
+    ahead, so the same pass hashes them (see :mod:`bioingest.pixelhash`). Bands wider
+    than :data:`HASH_BAND_BYTES` are read as tiles, and hashed in a pass of their own.
+    8- and 16-bit unsigned tiles are measured on ``workers`` threads.
+    """
     size_t, size_c, size_z, size_y, size_x = array.shape
     dtype = np.dtype(array.dtype)
     significant = record["significant_bits"]["value"] if record else None
@@ -237,63 +399,71 @@ def _series_qc(
         bits = int(significant or dtype.itemsize * 8)
         saturation_value = float(min(2**bits - 1, np.iinfo(dtype).max))
     channels = [_Channel() for _ in range(size_c)]
-    ys, xs = _bounds(size_y), _bounds(size_x)
-    plane_tiles = tiles(size_y, size_x, th.tile_size)
-    planes: list[PlaneQC] = []
-    focus_edge = min(th.focus_crop, size_y, size_x)
-    for c in range(size_c):
-        acc = channels[c]
+    for acc in channels:
         if exact_dtype(dtype):
             acc.hist = Histogram.for_dtype(dtype)
-        for t in range(size_t):
-            for z in range(size_z):
-                p_sum = p_sq = 0.0
-                p_count = 0
-                p_low, p_high = math.inf, -math.inf
-                cells = _Cells(size_y, size_x, th.cell_size)
-                for y, x, h, w in plane_tiles:
-                    tile = np.asarray(array[t, c, z, y : y + h, x : x + w])
-                    f = tile.astype(np.float64)
-                    finite = np.isfinite(f)
-                    if dtype.kind == "f" and not finite.all():
-                        f = np.where(finite, f, 0.0)
-                    valid = f[finite] if dtype.kind == "f" else f
-                    p_count += int(valid.size)
-                    p_sum += float(valid.sum())
-                    p_sq += float((valid * valid).sum())
-                    if valid.size:
-                        p_low = min(p_low, float(valid.min()))
-                        p_high = max(p_high, float(valid.max()))
-                    if acc.hist is not None:
-                        acc.hist.add(tile)
-                    if saturation_value is not None:
-                        acc.saturated += int(np.count_nonzero(tile == saturation_value))
-                    zero = tile == 0
-                    acc.zeros += int(np.count_nonzero(zero))
-                    _region_sums(f, y, x, ys, xs, acc)
-                    cells.add(f, zero, y, x)
-                acc.cells.add(cells)
-                n = max(p_count, 1)
-                acc.count += p_count
-                acc.total += p_sum
-                acc.total_sq += p_sq
-                acc.low, acc.high = min(acc.low, p_low), max(acc.high, p_high)
-                mean = p_sum / n
-                variance_sum = max(p_sq - n * mean * mean, 0.0)
-                crop = _focus_crop(array, (t, c, z), th.focus_crop)
-                planes.append(
-                    {
-                        "t": t,
-                        "c": c,
-                        "z": z,
-                        "min": p_low if p_count else None,
-                        "max": p_high if p_count else None,
-                        "blank": p_low == p_high or p_count == 0,
-                        "normalized_variance": variance_sum / (n * mean) if mean > 0 else None,
-                        "power_log_log_slope": power_log_log_slope(crop),
-                    }
+    bounds = (_bounds(size_y), _bounds(size_x))
+    rows = th.tile_size
+    digest = hashlib.sha256() if rows * size_x * dtype.itemsize <= HASH_BAND_BYTES else None
+    little = dtype.newbyteorder("<")
+    planes: list[PlaneQC] = []
+    focus_edge = min(th.focus_crop, size_y, size_x)
+    # Bands of full-width rows when the hash is taken in this pass, else single tiles.
+    width = size_x if digest is not None else th.tile_size
+    blocks = [
+        (t, c, z, slice(y, y + rows), slice(x, x + width))
+        for t in range(size_t)
+        for c in range(size_c)
+        for z in range(size_z)
+        for y in range(0, size_y, rows)
+        for x in range(0, size_x, width)
+    ]
+    counted = dtype.kind == "u" and dtype.itemsize <= 2
+    plane = _Plane(size_y, size_x, th.cell_size)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for index, block in array.blocks(blocks):
+            t, c, z, y, x0 = index[0], index[1], index[2], index[3].start, index[4].start
+            acc = channels[c]
+            if digest is not None:
+                digest.update(np.ascontiguousarray(block, dtype=little).data)
+            starts = range(0, block.shape[1], th.tile_size)
+            if counted:
+                # Tiles measured on the pool's threads (numpy lets go of the GIL), added in order.
+                measure = functools.partial(
+                    _count_band_tile, block, (y, x0), th.tile_size, plane.cells, bounds
                 )
-                progress.advance()
+                for part in pool.map(measure, starts):
+                    _add_counts(part, plane, acc, saturation_value)
+            else:
+                for dx in starts:
+                    tile = block[:, dx : dx + th.tile_size]
+                    _add_tile(tile, y, x0 + dx, plane, acc, bounds, saturation_value)
+            if y + rows < size_y or x0 + width < size_x:
+                continue
+            acc.cells.add(plane.cells)
+            n = max(plane.count, 1)
+            acc.count += plane.count
+            acc.total += plane.total
+            acc.total_sq += plane.total_sq
+            acc.low, acc.high = min(acc.low, plane.low), max(acc.high, plane.high)
+            mean = plane.total / n
+            variance_sum = max(plane.total_sq - n * mean * mean, 0.0)
+            crop = _focus_crop(array, (t, c, z), th.focus_crop)
+            planes.append(
+                {
+                    "t": t,
+                    "c": c,
+                    "z": z,
+                    "min": plane.low if plane.count else None,
+                    "max": plane.high if plane.count else None,
+                    "blank": plane.low == plane.high or plane.count == 0,
+                    "normalized_variance": variance_sum / (n * mean) if mean > 0 else None,
+                    "power_log_log_slope": power_log_log_slope(crop),
+                }
+            )
+            progress.advance()
+            plane = _Plane(size_y, size_x, th.cell_size)
+    planes.sort(key=lambda p: (p["c"], p["t"], p["z"]))
     out_channels = []
     for c, acc in enumerate(channels):
         if acc.hist is None:
@@ -312,10 +482,11 @@ def _series_qc(
                 rgb=rgb,
             )
         )
-    return {"channels": out_channels, "planes": planes}
+    measures: SeriesMeasures = {"channels": out_channels, "planes": planes}
+    return measures, digest.hexdigest() if digest is not None else pixel_hash(array)
 
 
-def _focus_crop(array: zarr.Array[Any], tcz: tuple[int, int, int], crop: int) -> np.ndarray:
+def _focus_crop(array: arrays.Reader, tcz: tuple[int, int, int], crop: int) -> np.ndarray:
     """Return the central ``crop`` x ``crop`` region of a plane (the whole plane when smaller)."""
     t, c, z = tcz
     h, w = array.shape[3], array.shape[4]
@@ -324,7 +495,7 @@ def _focus_crop(array: zarr.Array[Any], tcz: tuple[int, int, int], crop: int) ->
 
 
 def _second_pass_histogram(
-    array: zarr.Array[Any], c: int, acc: _Channel, th: Thresholds
+    array: arrays.Reader, c: int, acc: _Channel, th: Thresholds
 ) -> Histogram:
     """Bounded histogram over the channel's range (wide integers and floating point)."""
     hist = Histogram.for_range(acc.low, acc.high, integer=np.dtype(array.dtype).kind in "ui")
@@ -496,6 +667,7 @@ def run_qc(
     thresholds: Thresholds,
     page: Path | None = None,
     ome_tiff_only: bool = False,
+    threads: int = 0,
 ) -> QCReport:
     """Measure every series of a dataset; write ``qc.json``, thumbnails and the QC page.
 
@@ -504,12 +676,13 @@ def run_qc(
     Parameters
     ----------
     intermediate
-        Intermediate store from ``convert`` (the pixels exactly as read).
+        Intermediate store from ``convert``: its description of the series.
     record_path
-        ``metadata.json`` (sanity flags, significant bits, final pixel hashes).
+        ``metadata.json`` (sanity flags, significant bits, the pixel hash of each series
+        as read from the source).
     store
-        OME-Zarr written by the pyramid step (thumbnails come from its small pyramid
-        levels).
+        OME-Zarr written by the pyramid step: its level 0 is measured and hashed, the
+        thumbnails come from its small levels.
     out
         ``qc.json`` to write.
     thumbnails
@@ -523,6 +696,8 @@ def run_qc(
         The store is an intermediate and the OME-TIFF the delivered image
         (``ome_zarr: false``): ``qc.json`` records the store as not delivered, and the
         page tells how to open the OME-TIFF.
+    threads
+        Threads that decode and measure tiles; 0 uses every core this process may use.
 
     Returns
     -------
@@ -540,23 +715,26 @@ def run_qc(
         raise IngestError(intermediate, "holds no image: the source could not be read")
     final = zarr.open_group(store, mode="r")
     paths = image_paths(final)
+    workers = threads or len(os.sched_getaffinity(0)) or 1
     series_out: list[SeriesQC] = []
     total = sum(s["shape"][0] * s["shape"][1] * s["shape"][2] for s in description["series"])
     progress = Progress(f"qc {record['dataset']}", total)
     with atomic.atomic_dir(thumbnails) as thumbs:
         for i, info in enumerate(description["series"]):
-            array = src[str(i)]
-            assert isinstance(array, zarr.Array)
+            group = final[paths[i]] if paths[i] else final
+            assert isinstance(group, zarr.Group)
+            # The pixels measured are the final level 0, decoded here: this pass is not
+            # the one that wrote them, so its hash checks them against the source's.
+            array = arrays.Reader(arrays.array_path(group, "0"), workers=workers)
             rec = record["series"][i] if i < len(record["series"]) else None
             labels = display_channels(rec, int(info["shape"][1]), rgb=bool(info.get("rgb")))
             rgb = bool(info.get("rgb"))
-            result = _series_qc(array, rec, labels, thresholds, progress, rgb=rgb)
-            source_hash = pixel_hash(array)
-            output_hash = recorded_pixel_hash(rec) if rec else None
+            result, output_hash = _series_qc(
+                array, rec, labels, thresholds, progress, rgb=rgb, workers=workers
+            )
+            source_hash = recorded_pixel_hash(rec) if rec else None
             fidelity: Flag = "pass" if source_hash == output_hash else "fail"
             flags = list(rec["flags"]) if rec else []
-            group = final[paths[i]] if paths[i] else final
-            assert isinstance(group, zarr.Group)
             windows = [_window(ch) for ch in result["channels"]]
             png = thumbs / layout.thumbnail(i)
             Image.fromarray(thumbnail(group, labels, windows=windows)).save(png, optimize=True)

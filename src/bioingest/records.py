@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Group attribute key under which the intermediate store describes itself.
 ATTR = "bioingest"
+#: Attribute of each intermediate array: the pixel-content hash of the pixels as read.
+PIXEL_HASH = "bioingest_source_pixel_sha256"
 
 T = TypeVar("T")
 
@@ -272,8 +274,8 @@ class SeriesQC(TypedDict):
     path: str
     shape: list[int]
     dtype: str
-    source_pixel_sha256: str
-    output_pixel_sha256: str | None
+    source_pixel_sha256: str | None
+    output_pixel_sha256: str
     checks: dict[str, Flag]
     reasons: dict[str, str]
     status: Flag
@@ -345,6 +347,16 @@ def read_intermediate(group: zarr.Group) -> SourceRecord:
     description = group.attrs[ATTR]
     assert isinstance(description, dict)
     return cast(SourceRecord, description)
+
+
+def read_source_hashes(group: zarr.Group) -> list[str]:
+    """Pixel-content hash of each series as ``convert`` read it, in series order."""
+    hashes = []
+    for name in sorted(group.array_keys(), key=int):
+        digest = group[name].attrs[PIXEL_HASH]
+        assert isinstance(digest, str)
+        hashes.append(digest)
+    return hashes
 
 
 def write_intermediate(group: zarr.Group, description: SourceRecord) -> None:

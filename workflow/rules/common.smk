@@ -27,6 +27,11 @@ try:
     targets.from_config(config)
 except ValueError as exc:
     raise WorkflowError(f"config: {exc}") from None
+# --target and the explicit store settings, for convert (level 0) and pyramid (the other
+# levels); the verbs resolve them.
+STORE_OPTIONS = " ".join(shlex.quote(o) for o in targets.pyramid_options(config))
+# --warm: per-dataset jobs fork from the machine's warm Python (bioingest.warm).
+WARM = plan.warm_option(config)
 
 # Snakemake keeps every job's objects alive until it exits, and CPython's cyclic
 # collector rescans them as the job graph grows (14 s of a dry run over 10,000 datasets,
@@ -174,6 +179,11 @@ def part_runtime(wildcards, attempt):
 def image_runtime(wildcards, input, attempt):
     """Minutes for a job streaming the converted pixels, from the bytes convert reported."""
     return plan.image_runtime(Path(input.source_json), attempt)
+
+
+def image_threads(wildcards):
+    """Threads of a convert, pyramid or qc job (plan.image_threads)."""
+    return plan.image_threads(dataset(wildcards.dataset), config)
 
 
 def jvm_server_option():

@@ -10,28 +10,31 @@ rule convert:
         layout.dataset_log(OUT, "{dataset}", "convert"),
     conda:
         "../../envs/bioingest.yaml"
+    threads: image_threads
     resources:
         java_heap_mb=config["java_heap_mb"],
         mem_mb=CONVERT_MEM_MB,
         runtime=convert_runtime,
     params:
+        warm=WARM,
         dataset=convert_options,
         reader=config["reader"],
         tile_size=config["tile_size"],
         jar=config["bioformats_jar"],
         maven=config["bioformats_maven"],
         jvm_server=jvm_server_option(),
+        store=STORE_OPTIONS,
     message:
         "convert {wildcards.dataset}: record source fixity, then read the source once "
-        "into a lossless intermediate Zarr"
+        "into the final level 0 and hash its pixels"
     shell:
         "bioingest convert {input.source:q} --zarr {output.zarr:q} "
         "--ome-xml {output.ome_xml:q} --source-json {output.source_json:q} "
         "--fixity {output.fixity:q} --files {input.source:q} {input.companions:q} "
         "{params.dataset} --reader {params.reader:q} --tile-size {params.tile_size} "
         "--jar={params.jar:q} --maven={params.maven:q} "
-        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} --record-failure "
-        "--log {log:q}"
+        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} {params.store} "
+        "--threads {threads} --record-failure {params.warm} --log {log:q}"
 
 
 # Sources above split_series_above_mb: convert writes the first series_per_job series,
@@ -45,11 +48,13 @@ rule convert_part:
         layout.part_log(OUT, "{dataset}", "{part}"),
     conda:
         "../../envs/bioingest.yaml"
+    threads: image_threads
     resources:
         java_heap_mb=config["java_heap_mb"],
         mem_mb=CONVERT_MEM_MB,
         runtime=part_runtime,
     params:
+        warm=WARM,
         series=part_series,
         single_file=single_file_option,
         reader=config["reader"],
@@ -57,13 +62,15 @@ rule convert_part:
         jar=config["bioformats_jar"],
         maven=config["bioformats_maven"],
         jvm_server=jvm_server_option(),
+        store=STORE_OPTIONS,
     message:
         "convert_part {wildcards.dataset} part {wildcards.part}: series {params.series}"
     shell:
         "bioingest convert {input.source:q} --zarr {output:q} --series {params.series:q} "
         "{params.single_file} --reader {params.reader:q} --tile-size {params.tile_size} "
         "--jar={params.jar:q} --maven={params.maven:q} "
-        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} --log {log:q}"
+        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} {params.store} "
+        "--threads {threads} {params.warm} --log {log:q}"
 
 
 rule assemble:

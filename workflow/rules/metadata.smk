@@ -2,7 +2,7 @@ rule metadata:
     input:
         ome_xml=layout.ome_xml(OUT, "{dataset}"),
         source_json=layout.source_json(OUT, "{dataset}"),
-        store=DATASET_STORE,
+        intermediate=intermediate_store,
         study=STUDY_FILE,
     output:
         layout.metadata(OUT, "{dataset}"),
@@ -14,13 +14,14 @@ rule metadata:
         mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     params:
+        warm=WARM,
         study=study_option,
     message:
         "metadata {wildcards.dataset}: normalised record, sanity flags, completeness score"
     shell:
         "bioingest metadata {input.ome_xml:q} --dataset {wildcards.dataset:q} "
-        "--source-json {input.source_json:q} --store {input.store:q} {params.study} "
-        "--out {output:q} --log {log:q}"
+        "--source-json {input.source_json:q} --intermediate {input.intermediate:q} "
+        "{params.study} --out {output:q} {params.warm} --log {log:q}"
 
 
 rule metadata_tables:

@@ -1,9 +1,3 @@
-# --target and the explicit store settings, for the verb (which resolves them).
-PYRAMID_STORE_OPTIONS = " ".join(
-    shlex.quote(o) for o in targets.pyramid_options(config)
-)
-
-
 rule pyramid:
     input:
         zarr=intermediate_store,
@@ -17,11 +11,13 @@ rule pyramid:
         layout.dataset_log(OUT, "{dataset}", "pyramid"),
     conda:
         "../../envs/bioingest.yaml"
+    threads: image_threads
     resources:
         mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     params:
-        store=PYRAMID_STORE_OPTIONS,
+        warm=WARM,
+        store=STORE_OPTIONS,
         method=pyramid_method,
         min_size=config["pyramid_min_size"],
         study=study_option,
@@ -31,4 +27,5 @@ rule pyramid:
         "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
         "--source-json {input.source_json:q} "
         "--name {wildcards.dataset:q} {params.store} --method {params.method:q} "
-        "--min-size {params.min_size} {params.study} --log {log:q}"
+        "--min-size {params.min_size} {params.study} --threads {threads} {params.warm} "
+        "--log {log:q}"

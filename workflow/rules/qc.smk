@@ -18,10 +18,12 @@ rule qc:
         layout.dataset_log(OUT, "{dataset}", "qc"),
     conda:
         "../../envs/bioingest.yaml"
+    threads: image_threads
     resources:
         mem_mb=IMAGE_MEM_MB,
         runtime=image_runtime,
     params:
+        warm=WARM,
         options=QC_OPTIONS,
     message:
         "qc {wildcards.dataset}: metrics, pass/warn/fail/n/a flags, thumbnails, QC page"
@@ -29,7 +31,7 @@ rule qc:
         "bioingest qc {input.intermediate:q} --metadata {input.metadata:q} "
         "--store {input.store:q} --source-json {input.source_json:q} "
         "--out {output.qc:q} --thumbnails {output.thumbnails:q} --page {output.page:q} "
-        "{params.options} --log {log:q}"
+        "{params.options} --threads {threads} {params.warm} --log {log:q}"
 
 
 rule qc_table:

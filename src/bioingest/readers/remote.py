@@ -25,7 +25,6 @@ import socketserver
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 from bioingest import __version__
 from bioingest.errors import IngestError, ServiceError
 from bioingest.readers.base import SeriesInfo, SourceReader
+from bioingest.warm import private_folder
 
 if TYPE_CHECKING:
     from bioingest.probe import Probe
@@ -74,11 +74,7 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
 
 def socket_path(*, jar: str | None, maven: str | None, heap_mb: int) -> Path:
     """Where the server for these settings listens on this machine."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    folder = Path(base) / f"bioingest-{os.getuid()}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
-        raise ServiceError(folder, "must belong to this user and be private (chmod 700)")
+    folder = private_folder()
     key = json.dumps([socket.gethostname(), __version__, jar, maven, heap_mb])
     return folder / f"jvm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
 

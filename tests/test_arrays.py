@@ -1,0 +1,64 @@
+"""The final arrays' bytes depend on the pixels and the store settings only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from bioingest import arrays
+from bioingest.arrays import StoreOptions
+
+RNG = np.random.default_rng(7)
+PIXELS = (RNG.integers(0, 4096, (1, 2, 1, 300, 260), dtype=np.uint16) // 7).astype(np.uint16)
+
+
+def write(folder: Path, opts: StoreOptions, *, rows: int, in_flight: int, workers: int) -> str:
+    """Write PIXELS in bands of ``rows`` rows; return a digest of every file of the array."""
+    root = zarr.open_group(folder, mode="w", zarr_format=opts.zarr_format)
+    arrays.create_level(root, "0", PIXELS.shape, PIXELS.dtype, opts)
+    path = arrays.array_path(root, "0")
+    with arrays.Writer(path, workers=workers, in_flight=in_flight) as writer:
+        for c in range(PIXELS.shape[1]):
+            for y in range(0, PIXELS.shape[3], rows):
+                writer.write((0, c, 0, slice(y, y + rows)), PIXELS[0, c, 0, y : y + rows])
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file.read_bytes())
+    np.testing.assert_array_equal(zarr.open_array(path, mode="r")[...], PIXELS)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        StoreOptions(chunk_size=32, shard_chunks=4),
+        StoreOptions(chunk_size=32, shard_chunks=1),
+        StoreOptions(version="0.4", chunk_size=32),
+    ],
+    ids=["0.5-sharded", "0.5-unsharded", "0.4"],
+)
+def test_bytes_do_not_depend_on_blocks_threads_or_writes_in_flight(
+    tmp_path: Path, opts: StoreOptions
+) -> None:
+    # Whole shard rows, one at a time on one thread: the reference.
+    reference = write(tmp_path / "a", opts, rows=128, in_flight=1, workers=1)
+    # Chunk rows (each shard rewritten as its rows arrive), several in flight, two threads.
+    assert write(tmp_path / "b", opts, rows=32, in_flight=3, workers=2) == reference
+    # Rows that split chunks.
+    assert write(tmp_path / "c", opts, rows=20, in_flight=3, workers=2) == reference
+
+
+def test_reader_clips_blocks_to_the_array_as_numpy_does(tmp_path: Path) -> None:
+    root = zarr.open_group(tmp_path, mode="w", zarr_format=3)
+    arrays.create_level(root, "0", PIXELS.shape, PIXELS.dtype, StoreOptions(chunk_size=64))
+    zarr.open_array(tmp_path / "0", mode="r+")[...] = PIXELS
+    reader = arrays.Reader(tmp_path / "0", workers=2)
+    index = (0, 1, 0, slice(256, 512), slice(200, 400))
+    np.testing.assert_array_equal(reader[index], PIXELS[index])
+    got = [block for _, block in reader.blocks([index, (0, 0, 0, slice(0, 10), slice(0, 10))])]
+    np.testing.assert_array_equal(got[1], PIXELS[0, 0, 0, :10, :10])
