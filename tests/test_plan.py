@@ -177,6 +177,21 @@ def test_split_only_above_the_limit_and_with_several_series(config: dict[str, An
     assert not plan.is_split(big, config)  # not above
 
 
+def test_threads_only_for_datasets_worth_them(config: dict[str, Any]) -> None:
+    assert config["threads"] == 2
+    assert plan.image_threads(dataset(series=(64 * MB,)), config) == 2
+    # Small datasets: one thread per job, so that Snakemake runs several at once.
+    assert plan.image_threads(dataset(series=(64 * MB - 1,)), config) == 1
+    config["threads"] = 8
+    assert plan.image_threads(dataset(series=(100 * MB,)), config) == 8
+
+
+def test_warm_python_is_an_option_of_the_per_dataset_verbs(config: dict[str, Any]) -> None:
+    assert plan.warm_option(config) == "--warm"
+    config["warm_python"] = False
+    assert plan.warm_option(config) == ""
+
+
 def test_parts_of_a_split_dataset(config: dict[str, Any]) -> None:
     d = dataset(series=(3 * MB, MB, 2 * MB, 2 * MB))
     assert plan.parts_of(d, config) == [(0, 4)]

@@ -99,6 +99,11 @@ def test_a_failing_warm_job_gives_its_line_and_status(tmp_path: Path, env: dict[
     assert (warm.returncode, warm.stderr) == (own.returncode, own.stderr)
     assert own.returncode == 1
     assert own.stderr.startswith(f"ERROR {empty}: "), own.stderr
+    # A usage error exits 2 with argparse's message, as it would without --warm.
+    own = bioingest(env, "pyramid")
+    warm = bioingest(env, "pyramid", "--warm")
+    assert (warm.returncode, warm.stderr) == (own.returncode, own.stderr)
+    assert own.returncode == 2 and "required" in own.stderr
 
 
 @pytest.mark.java

@@ -132,7 +132,10 @@ def run(argv: list[str]) -> int:
     """
     sock = _connect_or_start(socket_path())
     with sock:
-        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        umask = os.umask(0o022)
+        os.umask(umask)
+        job = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
+        request = json.dumps(job).encode()
         socket.send_fds(sock, [_SIZE.pack(len(request)) + request], [0, 1, 2])
         data = b""
         while len(data) < _STATUS.size:
@@ -160,9 +163,27 @@ def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
 
 
 def _child(request: dict[str, object], fds: list[int], sockets: list[socket.socket]) -> None:
-    """Become the job: its streams, folder and environment; run the verb; exit."""
+    """Become the job: its streams, folder and environment; run the verb; exit.
+
+    Never returns: whatever happens, the child ends here, so nothing of the server's
+    loop (its clean-up of the socket, for one) runs in it.
+    """
+    status = 1
+    try:
+        status = _run_job(request, fds, sockets)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
+def _run_job(request: dict[str, object], fds: list[int], sockets: list[socket.socket]) -> int:
+    """Set the job's process up as its own command would have been; run its verb."""
     import ctypes
     import signal
+    import tempfile
 
     argv = request["argv"]
     assert isinstance(argv, list)
@@ -178,19 +199,20 @@ def _child(request: dict[str, object], fds: list[int], sockets: list[socket.sock
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(str(request["cwd"]))
+    umask = request["umask"]
+    assert isinstance(umask, int)
+    os.umask(umask)
     env = request["env"]
     assert isinstance(env, dict)
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in env.items()})
+    tempfile.tempdir = None  # found again from the job's environment
     from bioingest.cli import main
 
-    status = 1
     try:
-        status = main([str(a) for a in argv])
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+        return main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse: a usage error (2) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
@@ -226,8 +248,8 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
                     conn, _ = listener.accept()
                     try:
                         request, fds = _receive(conn)
-                    except (OSError, ValueError):
-                        conn.close()
+                    except (OSError, ValueError, struct.error):
+                        conn.close()  # a client that went away before its request
                         continue
                     pid = os.fork()
                     if pid == 0:
