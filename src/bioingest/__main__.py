@@ -16,11 +16,13 @@ def main() -> int:
         from bioingest import warm
 
         given.remove("--warm")
-        if given and given[0] in warm.VERBS:
-            try:
+        try:
+            if given and given[0] in warm.VERBS:
                 return warm.run(given)
-            except OSError as exc:
-                sys.stderr.write(f"bioingest: no warm server ({exc}): running here\n")
+            # Any other verb runs here, and starts the server for the jobs after it.
+            warm.prestart()
+        except OSError as exc:
+            sys.stderr.write(f"bioingest: no warm server ({exc}): running here\n")
     from bioingest.cli import main as run_here
 
     return run_here(given)

@@ -435,8 +435,8 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
     log_option.add_argument(
         "--warm",
         action="store_true",
-        help="run in this machine's warm Python (convert, pyramid, metadata, qc: saves the "
-        "start-up of each job; the first job starts it)",
+        help="run in this machine's warm Python, started by the first such job (the "
+        "verbs after the inventory; saves each job's start-up); the inventory only starts it",
     )
     java_options = argparse.ArgumentParser(add_help=False)
     java = java_options.add_argument_group("Bio-Formats")
@@ -630,11 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "warm-server",
-        help="run the per-dataset verbs of '--warm' jobs in one warm Python (started by them)",
+        help="run '--warm' jobs in one warm Python (the first such job starts it)",
         description="Import bioingest's modules once, then run each '--warm' job of this "
-        "machine (convert, pyramid, metadata, qc) in a child forked for it, with the job's "
-        "arguments, folder, environment and streams, until no job has come for "
-        "--idle-timeout seconds. The first '--warm' job starts it.",
+        "machine (convert, pyramid, metadata, qc, outcomes, tables, report, checksum, "
+        "provenance) in a child forked for it, with the job's arguments, folder, umask, "
+        "environment and streams, until no job has come for --idle-timeout seconds.",
     )
     p.add_argument("socket", type=Path, help="Unix socket to listen on")
     p.add_argument(

@@ -172,7 +172,7 @@ def single_file_option(d: Dataset) -> str:
 
 
 def warm_option(config: Config) -> str:
-    """``--warm`` when per-dataset jobs fork from one warm Python per machine."""
+    """``--warm`` when jobs fork from one warm Python per machine (all but the inventory)."""
     return "--warm" if config["warm_python"] else ""
 
 

@@ -4,9 +4,11 @@ A job of a small dataset spends most of its time starting Python and importing n
 zarr, tensorstore and ome-zarr (about 0.4 to 1 s per job, four jobs per dataset). With
 ``--warm`` a verb is run by this machine's warm server instead: the first job starts it
 (``bioingest warm-server``), it imports those modules once, and for every job it forks a
-child that runs the verb with the job's arguments, working folder, environment and
-standard streams (passed over the socket), and reports its exit status. The job's own
-process is only this client, which waits for that status.
+child that runs the verb with the job's arguments, working folder, umask, environment
+and standard streams (passed over the socket), and reports its exit status. The job's
+own process is only this client, which waits for that status. The run-level steps
+(tables, report, manifest, crate) run warm too; their modules are imported while the
+server waits for jobs.
 
 Each job still runs in a process of its own, so failures stay per job. The child is
 killed when its client goes away (the job killed, or cancelled), like a process the job
@@ -33,8 +35,20 @@ from pathlib import Path
 IDLE_TIMEOUT_S = 60.0
 #: Seconds a client waits for a server it started to accept jobs.
 START_TIMEOUT_S = 60.0
-#: Verbs worth running warm: the per-dataset steps.
-VERBS = frozenset({"convert", "pyramid", "metadata", "qc"})
+#: Verbs run warm: the per-dataset steps, and the run-level steps after them.
+VERBS = frozenset(
+    {
+        "convert",
+        "pyramid",
+        "metadata",
+        "qc",
+        "outcomes",
+        "tables",
+        "report",
+        "checksum",
+        "provenance",
+    }
+)
 _SIZE = struct.Struct(">I")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -51,6 +65,15 @@ _PRELOAD = (
     "bioingest.readers.remote",
     "tensorstore",
     "PIL.Image",
+)
+#: Modules of the run-level steps, imported while the server has no job (it is single-
+#: threaded, so an import between jobs is safe to fork after).
+_PRELOAD_IDLE = (
+    "bioingest.outcomes",
+    "bioingest.checksum",
+    "bioingest.provenance",
+    "bioingest.report",
+    "bioingest.tables",
 )
 
 
@@ -120,6 +143,15 @@ def _connect_or_start(path: Path) -> socket.socket:
                 raise OSError(f"{server_log}: the warm server did not start")
             time.sleep(0.02)
         return sock
+
+
+def prestart() -> None:
+    """Start this machine's warm server if it is not running, without waiting for it.
+
+    The workflow's first job (the inventory) calls this, so that the server has loaded
+    its modules by the time the first warm job comes.
+    """
+    _connect_or_start(socket_path()).close()
 
 
 def run(argv: list[str]) -> int:
@@ -195,6 +227,7 @@ def _run_job(request: dict[str, object], fds: list[int], sockets: list[socket.so
     for sock in sockets:
         sock.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -228,11 +261,16 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     import signal
 
     log = logging.getLogger("bioingest")
-    for name in _PRELOAD:
-        importlib.import_module(name)
+    # A terminated server removes its socket (the finally below) before it exits.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Listen first: a job that connects while the modules load waits in the backlog
+    # instead of starting a server of its own.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(64)
+    for name in _PRELOAD:
+        importlib.import_module(name)
+    later = list(_PRELOAD_IDLE)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     jobs: dict[int, socket.socket] = {}
@@ -241,7 +279,10 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     log.info("warm server listening on %s (pid %d)", path, os.getpid())
     try:
         while jobs or time.monotonic() - idle_since < idle_timeout_s:
-            for key, _ in selector.select(timeout=0.02):
+            events = selector.select(timeout=0.02)
+            if not events and not jobs and later:
+                importlib.import_module(later.pop(0))
+            for key, _ in events:
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if sock is listener:

@@ -14,6 +14,7 @@ rule bia_file_list:
     conda:
         "../../envs/bioingest.yaml"
     params:
+        warm=WARM,
         out_dir=output_folder,
         study=study_option,
         images=bia_options,
@@ -23,7 +24,7 @@ rule bia_file_list:
         "bioingest provenance bia-list {params.out_dir:q} --records {input.records:q} "
         "--failed {input.failed:q} {params.images} "
         "{params.study} --out {output:q} "
-        "--log {log:q}"
+        "{params.warm} --log {log:q}"
 
 
 rule manifest:
@@ -40,6 +41,7 @@ rule manifest:
         "../../envs/bioingest.yaml"
     threads: 2
     params:
+        warm=WARM,
         out_dir=output_folder,
         root=sources_root,
     message:
@@ -47,7 +49,7 @@ rule manifest:
     shell:
         "bioingest checksum manifest {params.out_dir:q} --outputs {input.outputs:q} "
         "--fixity {input.fixity:q} --failed {input.failed:q} --sources-root {params.root:q} "
-        "--threads {threads} --out {output:q} --log {log:q}"
+        "--threads {threads} --out {output:q} {params.warm} --log {log:q}"
 
 
 rule provenance:
@@ -65,6 +67,7 @@ rule provenance:
     conda:
         "../../envs/bioingest.yaml"
     params:
+        warm=WARM,
         out_dir=output_folder,
         root=sources_root,
         study=study_option,
@@ -76,4 +79,4 @@ rule provenance:
     shell:
         "bioingest provenance crate {params.out_dir:q} --sources {input.sources:q} "
         "--sources-root {params.root:q} {params.study} --config-json {params.config_json:q} "
-        "--workflow-dir {params.workflow_dir:q} --log {log:q}"
+        "--workflow-dir {params.workflow_dir:q} {params.warm} --log {log:q}"

@@ -30,7 +30,7 @@ except ValueError as exc:
 # --target and the explicit store settings, for convert (level 0) and pyramid (the other
 # levels); the verbs resolve them.
 STORE_OPTIONS = " ".join(shlex.quote(o) for o in targets.pyramid_options(config))
-# --warm: per-dataset jobs fork from the machine's warm Python (bioingest.warm).
+# --warm: jobs fork from the machine's warm Python (bioingest.warm), all but the inventory.
 WARM = plan.warm_option(config)
 
 # Snakemake keeps every job's objects alive until it exits, and CPython's cyclic

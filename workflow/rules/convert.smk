@@ -106,8 +106,10 @@ rule outcomes:
     localrule: True
     conda:
         "../../envs/bioingest.yaml"
+    params:
+        warm=WARM,
     message:
         "outcomes: list the datasets that failed on bad input"
     shell:
         "bioingest outcomes {input.inventory:q} {input.described:q} --qc-stop {input.qc:q} "
-        "--out {output:q} --log {log:q}"
+        "--out {output:q} {params.warm} --log {log:q}"

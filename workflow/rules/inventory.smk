@@ -24,10 +24,13 @@ checkpoint inventory:
         jar=config["bioformats_jar"],
         maven=config["bioformats_maven"],
         jvm_server=jvm_server_option(),
+        # The inventory runs here, and starts the warm Python for the jobs after it.
+        warm=WARM,
     message:
         "inventory: group the input files into acquisitions"
     shell:
         "bioingest inventory {params.source:q} --tsv {output.tsv:q} --json {output.json:q} "
         "--cache {params.cache:q} {params.exclude} --min-age-s {params.min_age} "
         "--threads {threads} --jar={params.jar:q} --maven={params.maven:q} "
-        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} --log {log:q}"
+        "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} {params.warm} "
+        "--log {log:q}"

@@ -38,9 +38,10 @@ rule metadata_tables:
     conda:
         "../../envs/bioingest.yaml"
     params:
+        warm=WARM,
         out_dir=output_folder,
     message:
         "summary tables: one row per series (images) and per channel (channels)"
     shell:
         "bioingest tables {input:q} --table metadata --out-dir {params.out_dir:q} "
-        "--log {log:q}"
+        "{params.warm} --log {log:q}"

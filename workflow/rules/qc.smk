@@ -49,8 +49,10 @@ rule qc_table:
     conda:
         "../../envs/bioingest.yaml"
     params:
+        warm=WARM,
         out_dir=output_folder,
     message:
         "summary table: QC per series and channel"
     shell:
-        "bioingest tables {input:q} --table qc --out-dir {params.out_dir:q} --log {log:q}"
+        "bioingest tables {input:q} --table qc --out-dir {params.out_dir:q} {params.warm} "
+        "--log {log:q}"

@@ -12,6 +12,7 @@ rule report:
     conda:
         "../../envs/bioingest.yaml"
     params:
+        warm=WARM,
         out_dir=output_folder,
         datasets=dataset_names,
     message:
@@ -19,4 +20,4 @@ rule report:
     shell:
         "bioingest report {params.out_dir:q} --datasets {params.datasets} "
         "--failed {input.failed:q} --inventory {input.inventory:q} --out {output:q} "
-        "--log {log:q}"
+        "{params.warm} --log {log:q}"
