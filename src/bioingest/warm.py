@@ -226,6 +226,7 @@ def _run_job(request: dict[str, object], fds: list[int], sockets: list[socket.so
     libc.prctl(_PR_SET_NAME, f"warm {argv[0]}".encode()[:15])
     for sock in sockets:
         sock.close()
+    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for target, fd in enumerate(fds):
@@ -273,16 +274,27 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     later = list(_PRELOAD_IDLE)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
+    # A child's exit wakes the loop at once (its status is awaited by a job).
+    wake, woken = os.pipe()
+    os.set_blocking(wake, False)
+    os.set_blocking(woken, False)
+    signal.set_wakeup_fd(woken)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector.register(wake, selectors.EVENT_READ)
     jobs: dict[int, socket.socket] = {}
     pids: dict[socket.socket, int] = {}
     idle_since = time.monotonic()
     log.info("warm server listening on %s (pid %d)", path, os.getpid())
     try:
         while jobs or time.monotonic() - idle_since < idle_timeout_s:
-            events = selector.select(timeout=0.02)
+            events = selector.select(timeout=1.0)
             if not events and not jobs and later:
                 importlib.import_module(later.pop(0))
             for key, _ in events:
+                if key.fileobj == wake:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake, 4096)
+                    continue
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if sock is listener:
