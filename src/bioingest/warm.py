@@ -30,6 +30,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 #: Seconds the server waits for a new job before it exits.
 IDLE_TIMEOUT_S = 60.0
@@ -103,7 +104,8 @@ def socket_path() -> Path:
     return private_folder() / f"py-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
 
 
-def _connect(path: Path) -> socket.socket | None:
+def connect(path: Path) -> socket.socket | None:
+    """Connect to the server listening on ``path``; None when none does."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
@@ -113,22 +115,44 @@ def _connect(path: Path) -> socket.socket | None:
     return sock
 
 
-def _connect_or_start(path: Path) -> socket.socket:
-    sock = _connect(path)
+def connect_or_start(
+    path: Path, args: list[str], *, timeout_s: float, started: list[Any] | None = None
+) -> socket.socket:
+    """Connect to this machine's server on ``path``, starting ``bioingest ARGS`` if needed.
+
+    One client starts the server (under a lock next to the socket); the others wait for
+    the lock, then connect. The server's output goes to the log next to the socket.
+
+    Parameters
+    ----------
+    path
+        The server's socket.
+    args
+        The ``bioingest`` verb and options that start the server on ``path``.
+    timeout_s
+        Seconds to wait for a started server to listen.
+    started
+        Where to keep the started process, if given.
+
+    Raises
+    ------
+    TimeoutError
+        The server did not listen in time, or exited; the message names its log.
+    """
+    sock = connect(path)
     if sock is not None:
         return sock
     import fcntl
     import subprocess
 
-    # One client starts the server; the others wait for the lock, then connect.
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        sock = _connect(path)
+        sock = connect(path)
         if sock is not None:
             return sock
         path.unlink(missing_ok=True)
         server_log = path.with_suffix(".log")
-        cmd = [str(Path(sys.executable).with_name("bioingest")), "warm-server", str(path)]
+        cmd = [str(Path(sys.executable).with_name("bioingest")), *args]
         with open(server_log, "ab") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -137,12 +161,19 @@ def _connect_or_start(path: Path) -> socket.socket:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (sock := _connect(path)) is None:
+        if started is not None:
+            started.append(proc)
+        deadline = time.monotonic() + timeout_s
+        while (sock := connect(path)) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise OSError(f"{server_log}: the warm server did not start")
+                raise TimeoutError(f"{server_log}: the server did not start")
             time.sleep(0.02)
         return sock
+
+
+def _connect_or_start() -> socket.socket:
+    path = socket_path()
+    return connect_or_start(path, ["warm-server", str(path)], timeout_s=START_TIMEOUT_S)
 
 
 def prestart() -> None:
@@ -151,7 +182,7 @@ def prestart() -> None:
     The workflow's first job (the inventory) calls this, so that the server has loaded
     its modules by the time the first warm job comes.
     """
-    _connect_or_start(socket_path()).close()
+    _connect_or_start().close()
 
 
 def run(argv: list[str]) -> int:
@@ -162,7 +193,7 @@ def run(argv: list[str]) -> int:
     argv
         The verb and its arguments, as given on the command line (without ``--warm``).
     """
-    sock = _connect_or_start(socket_path())
+    sock = _connect_or_start()
     with sock:
         umask = os.umask(0o022)
         os.umask(umask)

@@ -15,7 +15,6 @@ so jobs with other settings get a server of their own.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -24,7 +23,6 @@ import socket
 import socketserver
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ import numpy as np
 from bioingest import __version__
 from bioingest.errors import IngestError, ServiceError
 from bioingest.readers.base import SeriesInfo, SourceReader
-from bioingest.warm import private_folder
+from bioingest.warm import connect_or_start, private_folder
 
 if TYPE_CHECKING:
     from bioingest.probe import Probe
@@ -191,55 +189,22 @@ def serve(
         log.info("Bio-Formats server stopped after %.0f s idle", idle_timeout_s)
 
 
-def _connect(path: Path) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        return None
-    return sock
-
-
 def connect(*, jar: str | None, maven: str | None, heap_mb: int) -> socket.socket:
     """Connect to this machine's server for these settings, starting it if needed."""
     path = socket_path(jar=jar, maven=maven, heap_mb=heap_mb)
-    sock = _connect(path)
-    if sock is not None:
-        return sock
-    # One client starts the server; the others wait for the lock, then connect.
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sock = _connect(path)
-        if sock is not None:
-            return sock
-        path.unlink(missing_ok=True)
-        server_log = path.with_suffix(".log")
-        cmd = [
-            str(Path(sys.executable).with_name("bioingest")),
-            "jvm-server",
-            "--socket",
-            str(path),
-            f"--jar={jar or ''}",
-            f"--maven={maven or ''}",
-            f"--java-heap-mb={heap_mb}",
-        ]
-        with open(server_log, "ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _spawned.append(proc)
+    args = ["jvm-server", "--socket", str(path), f"--jar={jar or ''}", f"--maven={maven or ''}"]
+    try:
         # Not in the job log: whether this job started the server differs between runs.
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (sock := _connect(path)) is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ServiceError(server_log, "the Bio-Formats server did not start")
-            time.sleep(0.05)
-        return sock
+        return connect_or_start(
+            path,
+            [*args, f"--java-heap-mb={heap_mb}"],
+            timeout_s=START_TIMEOUT_S,
+            started=_spawned,
+        )
+    except TimeoutError:
+        raise ServiceError(
+            path.with_suffix(".log"), "the Bio-Formats server did not start"
+        ) from None
 
 
 class RemoteReader(SourceReader):
