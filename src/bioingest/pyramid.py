@@ -27,6 +27,7 @@ from bioingest.records import (
     read_intermediate,
     value_of,
 )
+from bioingest.tiles import regions, tiles
 
 log = logging.getLogger("bioingest")
 
@@ -222,27 +223,10 @@ def _level_zero(source: Path, level0: zarr.Array[Any], target: Path, opts: Store
         return
     # Written with other settings (a store option changed since convert): re-encode.
     reader = arrays.Reader(source, workers=opts.workers)
-    size_t, size_c, size_z, size_y, size_x = reader.shape
-    edge_y, edge_x = arrays.block_edges(level0)
-    indexes = [
-        (t, c, z, slice(y, y + h), slice(x, x + w))
-        for t in range(size_t)
-        for c in range(size_c)
-        for z in range(size_z)
-        for y, x, h, w in _blocks(size_y, size_x, edge_y, edge_x)
-    ]
+    indexes = regions(reader.shape, *arrays.block_edges(level0))
     with arrays.Writer(target, workers=opts.workers) as writer:
         for index, block in reader.blocks(indexes):
             writer.write(index, block)
-
-
-def _blocks(size_y: int, size_x: int, edge_y: int, edge_x: int) -> list[tuple[int, int, int, int]]:
-    """Row-major ``(y, x, height, width)`` blocks of ``edge_y`` x ``edge_x`` covering a plane."""
-    return [
-        (y, x, min(edge_y, size_y - y), min(edge_x, size_x - x))
-        for y in range(0, size_y, edge_y)
-        for x in range(0, size_x, edge_x)
-    ]
 
 
 def _halve(
@@ -259,13 +243,13 @@ def _halve(
     out = zarr.open_array(path, mode="r")
     edge_y, edge_x = arrays.block_edges(out)
     ly, lx = int(out.shape[3]), int(out.shape[4])
+    half_y, half_x = max(edge_y // 2, 1), max(edge_x // 2, 1)
     plan: list[tuple[tuple[int, int, int, int, int, int, int], tuple[Any, ...]]] = []
     for t in range(size_t):
         for c in range(size_c):
             for z in range(size_z):
-                for y, x, h, w in _blocks(ly, lx, edge_y, edge_x):
-                    half_y, half_x = max(edge_y // 2, 1), max(edge_x // 2, 1)
-                    for oy, ox, oh, ow in _blocks(h, w, half_y, half_x):
+                for y, x, h, w in tiles(ly, lx, edge_y, edge_x):
+                    for oy, ox, oh, ow in tiles(h, w, half_y, half_x):
                         sy, sx = 2 * (y + oy), 2 * (x + ox)
                         region = (
                             t,
@@ -318,15 +302,7 @@ def _quarter(
 def _scan(path: Path, opts: StoreOptions, ranges: _Ranges) -> None:
     """Collect each channel's range from a level that has no level after it."""
     reader = arrays.Reader(path, workers=opts.workers)
-    size_t, size_c, size_z, size_y, size_x = reader.shape
-    indexes = [
-        (t, c, z, slice(y, y + h), slice(x, x + w))
-        for t in range(size_t)
-        for c in range(size_c)
-        for z in range(size_z)
-        for y, x, h, w in _blocks(size_y, size_x, opts.block, opts.block)
-    ]
-    for index, block in reader.blocks(indexes):
+    for index, block in reader.blocks(regions(reader.shape, opts.block, opts.block)):
         ranges.add(index[1], block)
 
 

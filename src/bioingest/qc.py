@@ -44,7 +44,7 @@ from bioingest.records import (
     recorded_pixel_hash,
 )
 from bioingest.store import image_paths
-from bioingest.tiles import tiles
+from bioingest.tiles import regions, tiles
 
 log = logging.getLogger("bioingest")
 #: Bins of the histogram kept in qc.json for plots.
@@ -326,15 +326,6 @@ class _TileCounts:
 
 
 def _count_tile(
-    tile: np.ndarray, y: int, x: int, cells: _Cells, bounds: tuple[list[int], list[int]]
-) -> _TileCounts:
-    """Measure a tile without changing any accumulator (so tiles can be measured at once)."""
-    counts = np.bincount(tile.ravel(), minlength=1 << (8 * tile.dtype.itemsize))
-    zero = tile == 0 if counts[0] else None
-    return _TileCounts(counts, _region_parts(tile, y, x, *bounds), cells.measure(tile, zero, y, x))
-
-
-def _count_band_tile(
     band: np.ndarray,
     at: tuple[int, int],
     edge: int,
@@ -342,8 +333,15 @@ def _count_band_tile(
     bounds: tuple[list[int], list[int]],
     dx: int,
 ) -> _TileCounts:
-    """:func:`_count_tile` of the tile of ``band`` (at plane offset ``at``) from column ``dx``."""
-    return _count_tile(band[:, dx : dx + edge], at[0], at[1] + dx, cells, bounds)
+    """Measure the tile of ``band`` from column ``dx`` without changing any accumulator.
+
+    ``band`` starts at plane offset ``at``; tiles measured so can be measured at once.
+    """
+    tile = band[:, dx : dx + edge]
+    y, x = at[0], at[1] + dx
+    counts = np.bincount(tile.ravel(), minlength=1 << (8 * tile.dtype.itemsize))
+    zero = tile == 0 if counts[0] else None
+    return _TileCounts(counts, _region_parts(tile, y, x, *bounds), cells.measure(tile, zero, y, x))
 
 
 def _add_counts(
@@ -391,7 +389,7 @@ def _series_qc(
     than :data:`HASH_BAND_BYTES` are read as tiles, and hashed in a pass of their own.
     8- and 16-bit unsigned tiles are measured on ``workers`` threads.
     """
-    size_t, size_c, size_z, size_y, size_x = array.shape
+    _, size_c, size_z, size_y, size_x = array.shape
     dtype = np.dtype(array.dtype)
     significant = record["significant_bits"]["value"] if record else None
     saturation_value: float | None = None
@@ -410,14 +408,7 @@ def _series_qc(
     focus_edge = min(th.focus_crop, size_y, size_x)
     # Bands of full-width rows when the hash is taken in this pass, else single tiles.
     width = size_x if digest is not None else th.tile_size
-    blocks = [
-        (t, c, z, slice(y, y + rows), slice(x, x + width))
-        for t in range(size_t)
-        for c in range(size_c)
-        for z in range(size_z)
-        for y in range(0, size_y, rows)
-        for x in range(0, size_x, width)
-    ]
+    blocks = regions(array.shape, rows, width)
     counted = dtype.kind == "u" and dtype.itemsize <= 2
     plane = _Plane(size_y, size_x, th.cell_size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -430,7 +421,7 @@ def _series_qc(
             if counted:
                 # Tiles measured on the pool's threads (numpy lets go of the GIL), added in order.
                 measure = functools.partial(
-                    _count_band_tile, block, (y, x0), th.tile_size, plane.cells, bounds
+                    _count_tile, block, (y, x0), th.tile_size, plane.cells, bounds
                 )
                 for part in pool.map(measure, starts):
                     _add_counts(part, plane, acc, saturation_value)
