@@ -164,7 +164,8 @@ _OPTION_KEYS = ("ngff_version", "chunk_size", "shard_chunks", "compression_level
 def pyramid_options(config: Mapping[str, Any]) -> list[str]:
     """``--target`` and every explicit store setting of the configuration, as options.
 
-    They are options of the ``pyramid`` verb (which resolves them with :func:`resolve`).
+    They are options of the ``convert`` and ``pyramid`` verbs (which resolve them with
+    :func:`resolve`).
     """
     options = [f"--target={config.get('target') or DEFAULT_TARGET}"]
     for key in _OPTION_KEYS:
