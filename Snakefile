@@ -32,3 +32,7 @@ rule all:
 onsuccess:
     # Bad inputs do not stop the run; they make it exit non-zero at its end.
     report_failures()
+
+
+onerror:
+    end_of_run()

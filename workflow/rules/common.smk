@@ -9,6 +9,7 @@ import inspect
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 from snakemake.common import overwrite_function_params
@@ -272,8 +273,20 @@ def deliverables(wildcards):
     return plan.deliverables(OUT, inventory(), config)
 
 
+def end_of_run():
+    """Cancel the scheduler's pending wake-up timers: the run is over.
+
+    Snakemake arms a one-second timer at every scheduling round (its job rate limit),
+    and Python waits for the last one before it exits: up to a second added to every run.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 def report_failures():
     """After a run: one line per failed dataset, and a non-zero exit when there are any."""
+    end_of_run()
     lines = plan.failure_messages(OUT, INPUT_ROOT)
     for line in lines:
         print(line, file=sys.stderr)
