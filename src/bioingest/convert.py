@@ -175,6 +175,7 @@ def convert(
                 heap_mb=heap_mb,
                 jvm_server=jvm_server,
                 single_file=single_file,
+                threads=opts.workers,
             )
         )
         with opened as src:
@@ -237,13 +238,6 @@ def _describe(source: Path, src: SourceReader) -> SourceDescription:
             for s in src.series
         ],
     }
-
-
-def split(series_count: int, per_part: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each part when ``per_part`` series are converted per job."""
-    return [
-        (start, min(start + per_part, series_count)) for start in range(0, series_count, per_part)
-    ]
 
 
 def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> None:

@@ -41,6 +41,7 @@ def open_source(
     heap_mb: int = 1024,
     jvm_server: bool = False,
     single_file: bool = True,
+    threads: int = 1,
 ) -> SourceReader:
     """Open ``path`` once with the chosen reader.
 
@@ -60,6 +61,8 @@ def open_source(
         The inventory found ``path`` to be an acquisition of one file. Bio-Formats picks
         a TIFF's reader from its neighbours (a plate's ``.HTD`` takes it over), so the
         tifffile fast path reads only such files.
+    threads
+        Threads that decode a tifffile read (Bio-Formats reads on one thread).
     """
     from bioingest.integrity import check_structure
     from bioingest.readers import tiff
@@ -67,7 +70,7 @@ def open_source(
     check_readable(path)
     check_structure(path)
     if reader == "tifffile" or (reader == "auto" and single_file and tiff.accepts(path)):
-        return tiff.TiffReader(path)
+        return tiff.TiffReader(path, threads=threads)
     if jvm_server:
         from bioingest.readers.remote import RemoteReader
 

@@ -183,12 +183,21 @@ def _axis_plan(series: Any) -> list[tuple[str, str, int]] | None:
 
 
 class TiffReader(SourceReader):
-    """Read a TIFF-family file with tifffile, region by region, through its Zarr view."""
+    """Read a TIFF-family file with tifffile, region by region, through its Zarr view.
+
+    Parameters
+    ----------
+    path
+        The file.
+    threads
+        Above 1, the tiles or strips of one read are decoded on that many threads.
+    """
 
     name = "tifffile"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, threads: int = 1) -> None:
         super().__init__(path)
+        self._threads = threads
         with _reading(path):
             self._open(path)
 
@@ -220,7 +229,8 @@ class TiffReader(SourceReader):
                     rgb="S" in s.axes and size["C"] == 3,
                 )
             )
-            store = s.aszarr(level=0)
+            # Above one thread, the tiles or strips of one read are decoded in parallel.
+            store = s.aszarr(level=0, maxworkers=self._threads)
             self._arrays.append(zarr.open_array(store, mode="r"))
         self._xml = self._tif.ome_metadata if self._tif.is_ome else self._make_ome_xml(picked[0])
 
