@@ -357,6 +357,8 @@ def test_run_crate(runs: tuple[Path, Path], inputs: Path) -> None:
         if o["@id"] in graph and graph[o["@id"]]["@type"] == "File"
     }
     assert objects == {Path(f).name for f in FILES}
+    for f in FILES:
+        assert graph[f"#source/{Path(f).name}"]["sha256"] == sha256_file(inputs / Path(f).name)
     versions = {
         e["name"]: e["softwareVersion"]
         for e in graph.values()
@@ -414,6 +416,34 @@ def test_pixel_hash_definition() -> None:
     store[:] = data
     assert pixel_hash(store, budget_bytes=500) == expected
     assert pixel_hash(data[:, :, :, :, ::-1]) != expected
+
+
+def test_run_crate_takes_source_checksums_from_the_fixity_records(tmp_path: Path) -> None:
+    from bioingest.provenance import run_crate
+
+    sources = tmp_path / "in"
+    sources.mkdir()
+    for name in ("a.tif", "b.tif"):
+        (sources / name).write_bytes(name.encode())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest-sha256.txt").write_text("", encoding="utf-8")
+    (out / "_workflow").mkdir()
+    (out / "_workflow" / "Snakefile").write_text("", encoding="utf-8")
+    # The recorded checksum is used as given: a.tif is not read again.
+    recorded = "0" * 64
+    fixity = out / "source-sha256.txt"
+    fixity.write_text(f"{recorded}  a.tif\n", encoding="utf-8")
+    crate = run_crate(
+        out,
+        sources=[sources / "a.tif", sources / "b.tif"],
+        fixity=[fixity],
+        config={"input_dir": str(sources), "target": "archive"},
+        study=None,
+    )
+    graph = {e["@id"]: e for e in crate["@graph"]}
+    assert graph["#source/a.tif"]["sha256"] == recorded
+    assert graph["#source/b.tif"]["sha256"] == sha256_file(sources / "b.tif")
 
 
 def test_missing_manifest(tmp_path: Path) -> None:

@@ -275,6 +275,7 @@ def _cmd_provenance(args: argparse.Namespace) -> None:
         args.out_dir,
         workflow_dir=args.workflow_dir,
         sources=args.sources,
+        fixity=args.fixity,
         config=config,
         study=study,
         started=args.started,
@@ -916,6 +917,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["crate", "bia-list"])
     p.add_argument("out_dir", type=Path, help="output folder of a run")
     p.add_argument("--sources", type=Path, nargs="*", default=[], help="every input file")
+    p.add_argument(
+        "--fixity",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="source-sha256.txt of the datasets (crate): their sources' checksums are "
+        "taken from these, the others are hashed",
+    )
     p.add_argument(
         "--records", type=Path, nargs="*", default=[], help="metadata.json of every dataset"
     )

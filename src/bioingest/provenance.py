@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,7 @@ def run_crate(
     sources: list[Path],
     config: dict[str, Any],
     study: dict[str, Any] | None,
+    fixity: Sequence[Path] = (),
     started: str = "",
     sources_root: Path | None = None,
     workflow_dir: Path | None = None,
@@ -306,6 +308,10 @@ def run_crate(
         The workflow configuration used.
     study
         Validated study metadata, or ``None``.
+    fixity
+        ``source-sha256.txt`` files (paths relative to ``sources_root``): a source they
+        list takes its checksum from them (the manifest step has just re-checked it);
+        the others are hashed.
     started
         ISO time the run started, if known.
     sources_root
@@ -415,6 +421,7 @@ def run_crate(
         )
     )
     root = sources_root or _sources_root(sources, config)
+    recorded = {rel: digest for path in fixity for rel, digest in read_manifest(path).items()}
     inputs = []
     for src in sources:
         rel = Path(os.path.relpath(os.path.abspath(src), root)).as_posix()
@@ -427,7 +434,7 @@ def run_crate(
                 "name": rel,
                 "description": "source file, named relative to the input folder",
                 "contentSize": src.stat().st_size,
-                "sha256": sha256_file(src),
+                "sha256": recorded.get(rel) or sha256_file(src),
             },
         )
         inputs.append(crate.add(entity))

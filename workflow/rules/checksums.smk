@@ -56,6 +56,8 @@ rule provenance:
     input:
         manifest=layout.manifest(OUT),
         sources=all_sources,
+        # The checksums of the sources the manifest step has just re-checked.
+        fixity=source_fixities,
         study=STUDY_FILE,
     output:
         crate=layout.run_crate(OUT),
@@ -78,5 +80,6 @@ rule provenance:
         "provenance: Workflow Run RO-Crate of this run"
     shell:
         "bioingest provenance crate {params.out_dir:q} --sources {input.sources:q} "
+        "--fixity {input.fixity:q} "
         "--sources-root {params.root:q} {params.study} --config-json {params.config_json:q} "
         "--workflow-dir {params.workflow_dir:q} {params.warm} --log {log:q}"
