@@ -13,7 +13,7 @@ import hashlib
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -411,12 +411,18 @@ def _series_qc(
     blocks = regions(array.shape, rows, width)
     counted = dtype.kind == "u" and dtype.itemsize <= 2
     plane = _Plane(size_y, size_x, th.cell_size)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # The hash runs on a thread of its own, one band at a time and in order, while the
+    # band is measured (hashlib lets go of the GIL).
+    hashed: Future[None] | None = None
+    with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(1) as hasher:
         for index, block in array.blocks(blocks):
             t, c, z, y, x0 = index[0], index[1], index[2], index[3].start, index[4].start
             acc = channels[c]
             if digest is not None:
-                digest.update(np.ascontiguousarray(block, dtype=little).data)
+                if hashed is not None:
+                    hashed.result()
+                data = np.ascontiguousarray(block, dtype=little).data
+                hashed = hasher.submit(digest.update, data)
             starts = range(0, block.shape[1], th.tile_size)
             if counted:
                 # Tiles measured on the pool's threads (numpy lets go of the GIL), added in order.
@@ -454,6 +460,8 @@ def _series_qc(
             )
             progress.advance()
             plane = _Plane(size_y, size_x, th.cell_size)
+        if hashed is not None:
+            hashed.result()
     planes.sort(key=lambda p: (p["c"], p["t"], p["z"]))
     out_channels = []
     for c, acc in enumerate(channels):
