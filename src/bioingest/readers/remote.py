@@ -25,6 +25,7 @@ import struct
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -282,18 +283,24 @@ class RemoteReader(SourceReader):
 
 
 class RemoteProber:
-    """Probes files (:func:`bioingest.probe.probe`) through the machine's Bio-Formats server."""
+    """Probes files (:func:`bioingest.probe.probe`) through the machine's Bio-Formats server.
+
+    It connects on a thread of its own, starting the server if need be, so that the JVM
+    starts while the inventory hashes the files; the first probe waits for it.
+    """
 
     def __init__(self, *, jar: str | None = None, maven: str | None = None, heap_mb: int = 1024):
-        self._sock = connect(jar=jar, maven=maven, heap_mb=heap_mb)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._connecting = self._pool.submit(connect, jar=jar, maven=maven, heap_mb=heap_mb)
 
     def __call__(self, path: Path) -> Probe:
         """Probe ``path`` on the server."""
         from bioingest.probe import Probe
 
+        sock = self._connecting.result()
         try:
-            _send(self._sock, {"op": "probe", "path": str(path)})
-            reply, _ = _recv(self._sock)
+            _send(sock, {"op": "probe", "path": str(path)})
+            reply, _ = _recv(sock)
         except OSError as exc:
             raise ServiceError(path, f"lost the Bio-Formats server ({exc})") from None
         if not reply["ok"]:
@@ -302,4 +309,6 @@ class RemoteProber:
 
     def close(self) -> None:
         """Disconnect (the server stays up for other clients)."""
-        self._sock.close()
+        self._pool.shutdown()
+        if self._connecting.exception() is None:
+            self._connecting.result().close()
