@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import zarr
 
-from bioingest.convert import assemble, convert, split
+from bioingest.convert import assemble, convert
 from bioingest.errors import IngestError
+from bioingest.plan import split
 from conftest import BIN, run_workflow
 
 SWATCH = "ome-tiff/6x4y1z1t1c8b-swatch-2s2p4w2ws.ome-v-Match.ome.tiff"

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from bioingest import layout, resources
-from bioingest.convert import split
 from bioingest.inventory import Dataset, Inventory
 from bioingest.resources import pixel_bytes
 from bioingest.targets import from_config as store_settings
@@ -41,6 +40,13 @@ def is_split(d: Dataset, config: Config) -> bool:
     """
     limit = config["split_series_above_mb"]
     return limit is not None and d.nbytes > limit * 1024 * 1024 and len(d.series_bytes) > 1
+
+
+def split(series_count: int, per_part: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each part when ``per_part`` series are converted per job."""
+    return [
+        (start, min(start + per_part, series_count)) for start in range(0, series_count, per_part)
+    ]
 
 
 def parts_of(d: Dataset, config: Config) -> list[tuple[int, int]]:
