@@ -13,7 +13,9 @@ server waits for jobs.
 Each job still runs in a process of its own, so failures stay per job. The child is
 killed when its client goes away (the job killed, or cancelled), like a process the job
 ran itself. The server exits after ``IDLE_TIMEOUT_S`` seconds without a job. It never
-starts a thread, a JVM or an event loop before forking: those do not survive a fork.
+starts a Python thread, a JVM or an event loop before forking: those do not survive a
+fork. (numpy's and scipy's OpenBLAS start idle worker threads when imported; OpenBLAS
+stops them before a fork and starts them again when next used.)
 
 The socket sits next to the Bio-Formats server's (:mod:`bioingest.readers.remote`), named
 after the host, the Python executable and bioingest's code.
