@@ -62,3 +62,36 @@ def test_reader_clips_blocks_to_the_array_as_numpy_does(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reader[index], PIXELS[index])
     got = [block for _, block in reader.blocks([index, (0, 0, 0, slice(0, 10), slice(0, 10))])]
     np.testing.assert_array_equal(got[1], PIXELS[0, 0, 0, :10, :10])
+
+
+class _Write:
+    """A finished or failed tensorstore write, as :class:`arrays.Writer` waits for it."""
+
+    def __init__(self, log: list[int], n: int, *, fails: bool = False) -> None:
+        self.log, self.n, self.fails = log, n, fails
+
+    def result(self) -> None:
+        self.log.append(self.n)
+        if self.fails:
+            raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("leaving_by_error", [False, True])
+def test_writer_waits_for_every_write_before_a_failure_leaves(
+    tmp_path: Path, leaving_by_error: bool
+) -> None:
+    # A write still running after the error could create files in a folder the caller
+    # has already removed (atomic.atomic_dir).
+    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    arrays.create_level(root, "0", (1, 1, 1, 8, 8), np.uint8, StoreOptions())
+    writer = arrays.Writer(arrays.array_path(root, "0"), workers=1)
+    waited: list[int] = []
+    writer._pending.extend(_Write(waited, n, fails=n == 1) for n in range(4))
+    with pytest.raises(OSError, match="No space left") as caught:
+        if leaving_by_error:
+            with writer:
+                raise OSError(28, "No space left on device")
+        else:
+            writer.close()
+    assert waited == [0, 1, 2, 3]
+    assert caught.value.errno == 28

@@ -8,6 +8,7 @@ shard is assembled in chunk order, so the bytes do not depend on the number of t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -216,17 +217,31 @@ class Writer:
         self._pending.append(target.write(np.asarray(block, dtype=native)))
 
     def close(self) -> None:
-        """Wait until every block is written."""
+        """Wait until every block is written; then raise the first write's failure, if any.
+
+        Every write ends before this returns or raises: none may still be creating files
+        when the caller removes a failed store's folder.
+        """
+        failure: Exception | None = None
         while self._pending:
-            result(self._pending.popleft())
+            try:
+                result(self._pending.popleft())
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Writer:
         """Return the writer."""
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        """Wait until every block is written."""
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        """Wait until every block is written; on leaving by an error, that error stands."""
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 class Reader:
