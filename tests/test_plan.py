@@ -186,7 +186,7 @@ def test_threads_only_for_datasets_worth_them(config: dict[str, Any]) -> None:
     assert plan.image_threads(dataset(series=(100 * MB,)), config) == 8
 
 
-def test_warm_python_is_an_option_of_the_per_dataset_verbs(config: dict[str, Any]) -> None:
+def test_warm_python_gives_the_warm_option(config: dict[str, Any]) -> None:
     assert plan.warm_option(config) == "--warm"
     config["warm_python"] = False
     assert plan.warm_option(config) == ""

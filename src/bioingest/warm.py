@@ -7,8 +7,7 @@ zarr, tensorstore and ome-zarr (about 0.4 to 1 s per job, four jobs per dataset)
 child that runs the verb with the job's arguments, working folder, umask, environment
 and standard streams (passed over the socket), and reports its exit status. The job's
 own process is only this client, which waits for that status. The run-level steps
-(tables, report, manifest, crate) run warm too; their modules are imported while the
-server waits for jobs.
+(tables, report, manifest, crate) run warm too.
 
 Each job still runs in a process of its own, so failures stay per job. The child is
 killed when its client goes away (the job killed, or cancelled), like a process the job
@@ -68,10 +67,7 @@ _PRELOAD = (
     "bioingest.readers.remote",
     "tensorstore",
     "PIL.Image",
-)
-#: Modules of the run-level steps, imported while the server has no job (it is single-
-#: threaded, so an import between jobs is safe to fork after).
-_PRELOAD_IDLE = (
+    # The run-level steps' own modules (a few milliseconds: their heavy imports are lazy).
     "bioingest.outcomes",
     "bioingest.checksum",
     "bioingest.provenance",
@@ -304,7 +300,6 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     listener.listen(64)
     for name in _PRELOAD:
         importlib.import_module(name)
-    later = list(_PRELOAD_IDLE)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     # A child's exit wakes the loop at once (its status is awaited by a job).
@@ -320,10 +315,7 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     log.info("warm server listening on %s (pid %d)", path, os.getpid())
     try:
         while jobs or time.monotonic() - idle_since < idle_timeout_s:
-            events = selector.select(timeout=1.0)
-            if not events and not jobs and later:
-                importlib.import_module(later.pop(0))
-            for key, _ in events:
+            for key, _ in selector.select(timeout=1.0):
                 if key.fileobj == wake:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake, 4096)

@@ -194,14 +194,10 @@ def connect(*, jar: str | None, maven: str | None, heap_mb: int) -> socket.socke
     """Connect to this machine's server for these settings, starting it if needed."""
     path = socket_path(jar=jar, maven=maven, heap_mb=heap_mb)
     args = ["jvm-server", "--socket", str(path), f"--jar={jar or ''}", f"--maven={maven or ''}"]
+    args.append(f"--java-heap-mb={heap_mb}")
     try:
         # Not in the job log: whether this job started the server differs between runs.
-        return connect_or_start(
-            path,
-            [*args, f"--java-heap-mb={heap_mb}"],
-            timeout_s=START_TIMEOUT_S,
-            started=_spawned,
-        )
+        return connect_or_start(path, args, timeout_s=START_TIMEOUT_S, started=_spawned)
     except TimeoutError:
         raise ServiceError(
             path.with_suffix(".log"), "the Bio-Formats server did not start"
