@@ -27,6 +27,8 @@ rule all:
         # The manifest's inputs are every deliverable: asking for it asks for them all.
         layout.manifest(OUT),
         layout.run_crate(OUT),
+        # Asked for, so that a missing copy is remade (the crate alone is not enough).
+        layout.workflow_copy(OUT),
 
 
 onsuccess:

@@ -240,6 +240,60 @@ def test_kill9_trials_recover(tmp_path: Path, inputs: tuple[Path, dict[str, np.n
     assert hits["jobs"] >= 5, trials
 
 
+def summary(work: Path, config: dict[str, object]) -> list[list[str]]:
+    """Rows of ``snakemake --summary``: output file, date, rule, logs, status, plan."""
+    cmd, env = workflow_command(work, config, extra=["--summary"])
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=True)
+    lines = proc.stdout.splitlines()
+    start = lines.index("output_file\tdate\trule\tlog-file(s)\tstatus\tplan") + 1
+    return [line.split("\t") for line in lines[start:]]
+
+
+def test_a_step_killed_between_its_outputs_is_redone(
+    tmp_path: Path, inputs: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    """Check that any one missing output of a step makes the next run redo that step.
+
+    Snakemake does not check the steps after the inventory checkpoint for half-done
+    outputs, and remakes only the outputs a step asks for. So each output of every step
+    with several must be asked for. Each case is the state a kill leaves: one output of
+    the step missing, and nothing written after the step.
+    """
+    folder, _ = inputs
+    out, work = tmp_path / "out", tmp_path / "w"
+    # The intermediate stores stay, as they are while a run goes on.
+    config: dict[str, object] = {"input_dir": folder, "output_dir": out, "keep_intermediate": True}
+    run_workflow(work, config)
+    written = {(work / row[0]).resolve(): row[2] for row in summary(work, config)}
+    steps: dict[tuple[str, str], list[Path]] = {}
+    for path, rule in written.items():
+        rel = path.relative_to(out)
+        if len(rel.parts) == 1 or rel.parts[0] == "summary":
+            steps.setdefault((rule, ""), []).append(path)
+        elif path.name.startswith("stack") or rel.parts[0] == "stack":
+            steps.setdefault((rule, "stack"), []).append(path)
+    several = {step: paths for step, paths in steps.items() if len(paths) > 1}
+    # The steps with several outputs, for one dataset and for the run.
+    assert sorted(several) == [
+        ("convert", "stack"),
+        ("inventory", ""),
+        ("metadata_tables", ""),
+        ("provenance", ""),
+        ("qc", "stack"),
+    ]
+    for step, paths in sorted(several.items()):
+        done = max(p.stat().st_mtime_ns for p in paths)
+        later = [p for p in written if p.stat().st_mtime_ns > done]
+        for path in paths:
+            aside = [path, *later]
+            for moved in aside:
+                moved.rename(moved.with_name(moved.name + ".aside"))
+            plans = {(work / row[0]).resolve(): row[5] for row in summary(work, config)}
+            for moved in aside:
+                moved.with_name(moved.name + ".aside").rename(moved)
+            assert plans[path] == "update pending", (step, path)
+
+
 def test_out_of_disk_fails_the_dataset_cleanly(tmp_path: Path) -> None:
     """Check that a full disk during a write fails the dataset that filled it, cleanly.
 

@@ -269,6 +269,11 @@ def qc_reports(out: str, inv: Inventory) -> list[str]:
     return [layout.qc(out, n) for n in ok_names(inv)]
 
 
+def qc_views(out: str, inv: Inventory) -> list[str]:
+    """``qc.html`` and the ``thumbnails`` folder of every dataset."""
+    return [f(out, n) for n in ok_names(inv) for f in (layout.qc_page, layout.thumbnails)]
+
+
 def qc_stop_reports(out: str, inv: Inventory, config: Config) -> list[str]:
     """``qc.json`` of every dataset when a QC failure fails its dataset (qc_fail_policy)."""
     return qc_reports(out, inv) if config["qc_fail_policy"] == "stop" else []
@@ -313,12 +318,19 @@ def run_tables(out: str) -> list[str]:
 
 
 def deliverables(out: str, inv: Inventory, config: Config) -> list[str]:
-    """Every output the manifest covers (it leaves out the datasets failed.tsv lists)."""
+    """Every output the manifest covers (it leaves out the datasets failed.tsv lists).
+
+    Every output of a step is one, or an input of a step that is: Snakemake remakes a
+    missing output only when a step asks for it, and it does not check the steps after
+    the inventory checkpoint for half-done outputs. A step killed between two of its
+    outputs is redone because the one it did not write is missing.
+    """
     return [
         *stores(out, inv, config),
         *ome_tiffs(out, inv, config),
         *dataset_records(out, inv),
         *qc_reports(out, inv),
+        *qc_views(out, inv),
         *run_tables(out),
         layout.inventory_tsv(out),
         layout.inventory_json(out),

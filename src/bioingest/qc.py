@@ -768,8 +768,9 @@ def run_qc(
         "thresholds": dataclasses.asdict(thresholds),
         "series": series_out,
     }
-    atomic.write_text(out, qc_json(qc))
     if page is not None:
         atomic.write_text(page, dataset_page(qc, record, thumbnails=thumbnails, base=page.parent))
+    # The record last: the steps after read it, so it exists only once the rest does.
+    atomic.write_text(out, qc_json(qc))
     log.info("qc %s: %s (metadata %s)", record["dataset"], qc["status"], qc["metadata_status"])
     return qc
