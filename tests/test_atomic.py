@@ -14,11 +14,10 @@ import pytest
 import tifffile
 import zarr
 
+from bioingest import atomic
 from bioingest.checksum import verify
 from bioingest.store import image_paths
 from conftest import BIN, REPO, run_workflow
-
-pytestmark = [pytest.mark.java, pytest.mark.slow]
 
 SLOW = "slow&sizeX=16000&sizeY=16000&pixelType=uint16.fake"
 
@@ -43,6 +42,8 @@ def chunk_count(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
+@pytest.mark.java
+@pytest.mark.slow
 def test_killed_convert_and_pyramid(tmp_path: Path) -> None:
     fake = tmp_path / SLOW
     fake.touch()
@@ -99,6 +100,8 @@ def job_pids(session: int, verb: str, needle: str) -> list[int]:
     return pids
 
 
+@pytest.mark.java
+@pytest.mark.slow
 @pytest.mark.workflow
 @pytest.mark.parametrize("kill", ["workflow-SIGKILL", "workflow-SIGINT", "job-SIGKILL"])
 def test_killed_workflow_resumes(tmp_path: Path, kill: str) -> None:
@@ -157,3 +160,15 @@ def test_killed_workflow_resumes(tmp_path: Path, kill: str) -> None:
         complete(out / name / f"{name}.ome.zarr")
     assert verify(out) == []
     assert not list(out.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("leftover", [False, True])
+def test_remove_dir_leaves_nothing_under_the_name(tmp_path: Path, leftover: bool) -> None:
+    store = tmp_path / "a.zarr"
+    (store / "0" / "c").mkdir(parents=True)
+    (store / "0" / "c" / "0").write_bytes(b"x")
+    scratch = tmp_path / ".a.zarr.partial"
+    if leftover:  # an earlier removal was stopped
+        (scratch / "1").mkdir(parents=True)
+    atomic.remove_dir(store)
+    assert sorted(tmp_path.iterdir()) == []

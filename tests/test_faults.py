@@ -294,6 +294,40 @@ def test_a_step_killed_between_its_outputs_is_redone(
             assert plans[path] == "update pending", (step, path)
 
 
+def test_a_store_left_half_deleted_is_cleared_and_the_run_resumes(
+    tmp_path: Path, inputs: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    """Check that a temporary store a kill left half-deleted does not stop the next run.
+
+    Snakemake deletes ``intermediate/NAME.zarr`` file by file once ``qc`` is done; a kill
+    can leave a folder without its root metadata, newer than what read it. The next run
+    removes it, runs nothing of its dataset again, and ends as an uninterrupted run does.
+    """
+    folder, _ = inputs
+    out, work = tmp_path / "out", tmp_path / "w"
+    config: dict[str, object] = {"input_dir": folder, "output_dir": out}
+    run_workflow(work, config)
+    expected = read_manifest(out / "manifest-sha256.txt")
+    # What the kill left: level 0 of the store, without its zarr.json, and no manifest.
+    half = out / "intermediate" / "stack.zarr"
+    shutil.copytree(out / "stack" / "stack.ome.zarr" / "0", half / "0")
+    (out / "manifest-sha256.txt").unlink()
+    (out / "ro-crate-metadata.json").unlink()
+    proc = run_workflow(work, config)
+    assert f"removed {half}: a stopped run left it half-deleted" in proc.stderr
+    assert not half.exists()
+    assert not (out / "intermediate" / ".stack.zarr.partial").exists()
+    # Only the run-level steps ran again.
+    assert re.findall(r"^Job \d+: (\w+)", proc.stderr, flags=re.MULTILINE) == [
+        "manifest",
+        "provenance",
+    ]
+    got = read_manifest(out / "manifest-sha256.txt")
+    assert {k: v for k, v in got.items() if not k.startswith("logs/")} == {
+        k: v for k, v in expected.items() if not k.startswith("logs/")
+    }
+
+
 def test_out_of_disk_fails_the_dataset_cleanly(tmp_path: Path) -> None:
     """Check that a full disk during a write fails the dataset that filled it, cleanly.
 

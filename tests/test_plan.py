@@ -368,3 +368,27 @@ def test_the_rules_log_where_layout_looks() -> None:
     assert run_steps == set(layout.RUN_LEVEL_STEP.values())
     assert dataset_steps == set(layout.DATASET_STEPS)
     assert 'layout.part_log(OUT, "{dataset}", "{part}")' in text
+
+
+def test_half_removed_stores_are_those_without_root_metadata(tmp_path: Path) -> None:
+    # Glob characters in the output folder are taken literally.
+    out = tmp_path / "out [1]"
+    whole_v3 = Path(layout.intermediate(str(out), "a"))
+    whole_v2 = Path(layout.assembled(str(out), "b"))
+    failed = Path(layout.store(str(out), "g"))
+    half = [
+        Path(layout.store(str(out), "h")),
+        Path(layout.intermediate(str(out), "c")),
+        Path(layout.assembled(str(out), "d")),
+        Path(layout.part(str(out), "e", 2)),
+        Path(layout.work_store(str(out), "f")),
+    ]
+    for store in (whole_v3, whole_v2, failed, *half):
+        (store / "0").mkdir(parents=True)
+    (whole_v3 / "zarr.json").write_text("{}")
+    (whole_v2 / ".zgroup").write_text("{}")
+    Path(layout.not_converted(str(failed))).write_text("Not converted")
+    # A scratch folder being written is not a store yet.
+    (whole_v3.parent / ".g.zarr.partial" / "0").mkdir(parents=True)
+    assert plan.half_removed_stores(str(out)) == half
+    assert plan.half_removed_stores(str(tmp_path / "none")) == []

@@ -33,6 +33,17 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+def remove_dir(path: Path) -> None:
+    """Remove a folder so that a kill never leaves part of it under its own name.
+
+    It is renamed to its hidden scratch name first, which :func:`atomic_dir` clears.
+    """
+    tmp = _partial(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.replace(path, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temporary sibling, fsync, rename)."""
     tmp = _partial(path)

@@ -12,6 +12,7 @@ only, and the run-level verbs leave it out (``failed.tsv`` lists it).
 
 from __future__ import annotations
 
+import glob
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,10 @@ from bioingest.resources import pixel_bytes
 from bioingest.targets import from_config as store_settings
 
 Config = Mapping[str, Any]
+
+#: What every whole store holds at its root: Zarr v3 or v2 metadata, or a failed
+#: dataset's note.
+_STORE_ROOTS = ("zarr.json", ".zgroup", layout.NOT_CONVERTED)
 
 
 def _quoted(options: Sequence[str]) -> str:
@@ -338,6 +343,32 @@ def deliverables(out: str, inv: Inventory, config: Config) -> list[str]:
         layout.report(out),
         layout.bia_file_list(out),
     ]
+
+
+def half_removed_stores(out: str) -> list[Path]:
+    """Return the stores a stopped run left half-deleted.
+
+    Snakemake deletes a store file by file: a temporary one once its last reader is
+    done, any other before its step runs again. A kill can stop it half-way. What is left
+    has lost its root metadata (every store is renamed into place whole, and a failed
+    dataset's holds its note), yet it still looks like the step's output, and a newer one
+    than what read it: its readers would run again on it and fail.
+    """
+    base = glob.escape(out)
+    patterns = (
+        layout.store(base, "*"),
+        layout.intermediate(base, "*"),
+        layout.assembled(base, "*"),
+        layout.part(base, "*", "*"),
+        layout.work_store(base, "*"),
+    )
+    found = []
+    for pattern in patterns:
+        for name in sorted(glob.glob(pattern)):  # hidden scratch folders do not match
+            path = Path(name)
+            if path.is_dir() and not any((path / m).exists() for m in _STORE_ROOTS):
+                found.append(path)
+    return found
 
 
 def failure_messages(out: str, input_root: Path) -> list[str]:

@@ -16,7 +16,7 @@ from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from bioingest import layout, plan, targets
+from bioingest import atomic, layout, plan, targets
 from bioingest.errors import IngestError
 from bioingest.inventory import input_root, listing_fingerprint, load, output_inside
 from bioingest.schemas import schema_path
@@ -61,6 +61,13 @@ try:
     LISTING = listing_fingerprint(config)
 except IngestError as exc:
     raise WorkflowError(str(exc)) from None
+
+# Before the job graph is built (not in cluster jobs, which parse this file again): a
+# store a stopped run left half-deleted would look newer than what read it.
+if workflow.is_main_process:
+    for _store in plan.half_removed_stores(OUT):
+        atomic.remove_dir(_store)
+        print(f"removed {_store}: a stopped run left it half-deleted", file=sys.stderr)
 
 
 wildcard_constraints:
