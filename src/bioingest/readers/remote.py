@@ -193,8 +193,14 @@ def serve(
 def connect(*, jar: str | None, maven: str | None, heap_mb: int) -> socket.socket:
     """Connect to this machine's server for these settings, starting it if needed."""
     path = socket_path(jar=jar, maven=maven, heap_mb=heap_mb)
-    args = ["jvm-server", "--socket", str(path), f"--jar={jar or ''}", f"--maven={maven or ''}"]
-    args.append(f"--java-heap-mb={heap_mb}")
+    args = [
+        "jvm-server",
+        "--socket",
+        str(path),
+        f"--jar={jar or ''}",
+        f"--maven={maven or ''}",
+        f"--java-heap-mb={heap_mb}",
+    ]
     try:
         # Not in the job log: whether this job started the server differs between runs.
         return connect_or_start(path, args, timeout_s=START_TIMEOUT_S, started=_spawned)
