@@ -188,6 +188,8 @@ def test_console_has_no_traceback(bad_run: tuple[Path, Path, str]) -> None:
     inputs, _, console = bad_run
     for marker in STACK_MARKERS:
         assert marker not in console, f"{marker!r} on the console"
+    # Nor a Python warning (zarr's about Snakemake's marker in folder outputs).
+    assert "warnings.warn(" not in console
     for name in BAD:
         # One line per failed dataset at the end of the run, naming the file.
         assert console.count(f"FAILED {inputs / name}: {reason(name, Path(name))}") == 1

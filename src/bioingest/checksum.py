@@ -23,8 +23,6 @@ from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
 
-#: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
-SNAKEMAKE_MARK = ".snakemake_timestamp"
 _READ = 4 * 1024 * 1024
 
 
@@ -131,7 +129,7 @@ def _files_below(path: Path, out_dir: Path) -> list[str]:
         for r in rels
         if r not in layout.NOT_LISTED
         and not r.endswith(".partial")
-        and r.rsplit("/", 1)[-1] != SNAKEMAKE_MARK
+        and r.rsplit("/", 1)[-1] != layout.SNAKEMAKE_MARK
     ]
 
 
@@ -182,7 +180,7 @@ def output_files(out_dir: Path) -> list[str]:
             dirnames[:] = [d for d in dirnames if d not in work]
         for name in filenames:
             rel = Path(os.path.relpath(Path(dirpath) / name, out_dir)).as_posix()
-            listed = rel not in layout.NOT_LISTED and name != SNAKEMAKE_MARK
+            listed = rel not in layout.NOT_LISTED and name != layout.SNAKEMAKE_MARK
             if listed and not name.endswith(".partial"):
                 rels.append(rel)
     return sorted(rels)

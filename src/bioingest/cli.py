@@ -7,7 +7,9 @@ import dataclasses
 import errno
 import json
 import logging
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +71,10 @@ def _setup_logging(log_file: Path | None) -> None:
     logging.raiseExceptions = False
     for noisy in ("asyncio", "numcodecs", "zarr", "fsspec", "scyjava", "cjdk", "jgo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # zarr warns about Snakemake's marker in every folder output it opens as a group.
+    warnings.filterwarnings(
+        "ignore", re.escape(f"Object at {layout.SNAKEMAKE_MARK} is not"), UserWarning
+    )
 
 
 def _positive(text: str) -> int:

@@ -47,6 +47,8 @@ QC_PAGE = "qc.html"
 THUMBNAILS = "thumbnails"
 #: The only file in the store folder of a dataset that could not be converted.
 NOT_CONVERTED = "NOT-CONVERTED.txt"
+#: Snakemake's empty time-stamp marker in folder outputs: not part of the data.
+SNAKEMAKE_MARK = ".snakemake_timestamp"
 
 # -- first-level folders of the run ---------------------------------------------------
 LOGS = "logs"
