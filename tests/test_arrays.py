@@ -64,6 +64,27 @@ def test_reader_clips_blocks_to_the_array_as_numpy_does(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[1], PIXELS[0, 0, 0, :10, :10])
 
 
+@pytest.mark.parametrize("held", [0, 1, 2])
+def test_reader_reuses_buffers_only_once_the_caller_lets_go(tmp_path: Path, held: int) -> None:
+    root = zarr.open_group(tmp_path, mode="w", zarr_format=3)
+    arrays.create_level(root, "0", PIXELS.shape, PIXELS.dtype, StoreOptions(chunk_size=64))
+    zarr.open_array(tmp_path / "0", mode="r+")[...] = PIXELS
+    reader = arrays.Reader(tmp_path / "0", workers=2)
+    # Bands of 64 rows (the last one shorter), both channels.
+    indexes = [(0, c, 0, slice(y, y + 64)) for c in range(2) for y in range(0, 300, 64)]
+    kept: list[np.ndarray] = []
+    for n, (index, block) in enumerate(reader.blocks(indexes, held=held)):
+        np.testing.assert_array_equal(block, PIXELS[index])
+        assert block.flags.c_contiguous
+        # The blocks the caller still holds are unchanged by the reads ahead.
+        for back, old in enumerate(reversed(kept[-held:] if held else [])):
+            np.testing.assert_array_equal(old, PIXELS[indexes[n - 1 - back]])
+        if n >= held + 2:
+            # Decoded into the buffer of the block held + 2 before: no new memory.
+            assert np.shares_memory(block, kept[n - held - 2])
+        kept.append(block)
+
+
 class _Write:
     """A finished or failed tensorstore write, as :class:`arrays.Writer` waits for it."""
 

@@ -29,6 +29,20 @@ def test_mean_keeps_dtype_and_rounds(dtype: str) -> None:
         assert out.tolist() == [[1.75, 6.0], [9.0, 3.0]]
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32"])
+def test_integer_mean_rounds_half_to_even_over_the_whole_range(dtype: str) -> None:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(5)
+    # Full range, extremes included, and a narrow range with many exact halves.
+    wide = rng.integers(info.min, info.max, (64, 64), dtype=dtype, endpoint=True)
+    wide[:2, :2] = info.max
+    wide[2:4, :2] = info.min
+    narrow = rng.integers(info.min, info.min + 4, (64, 64), dtype=dtype, endpoint=True)
+    for block in (wide, narrow):
+        quads = block.reshape(32, 2, 32, 2).astype(np.float64).sum(axis=(1, 3)) / 4
+        np.testing.assert_array_equal(downsample(block, "mean"), np.rint(quads).astype(dtype))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nearest_and_mode_never_invent_values(dtype: str) -> None:
     block = np.array([[4, 4, 1, 2], [4, 7, 3, 3], [5, 6, 8, 8], [6, 5, 8, 9]], dtype=dtype)

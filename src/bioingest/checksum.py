@@ -186,18 +186,6 @@ def output_files(out_dir: Path) -> list[str]:
     return sorted(rels)
 
 
-def write_manifest(
-    out_dir: Path, outputs: list[Path], *, out: Path | None = None, threads: int = 2
-) -> Path:
-    """Hash this run's files (:func:`run_files`) into ``out_dir/manifest-sha256.txt``."""
-    rels = run_files(out_dir, outputs)
-    log.info("manifest: hashing %d files with %d threads", len(rels), threads)
-    digests = hash_files([out_dir / r for r in rels], threads=threads)
-    target = out or layout.manifest(out_dir)
-    atomic.write_text(target, format_manifest(dict(zip(rels, digests, strict=True))))
-    return target
-
-
 def write_run_manifest(
     out_dir: Path,
     outputs: list[Path],
@@ -208,7 +196,9 @@ def write_run_manifest(
     threads: int = 2,
     out: Path | None = None,
 ) -> Path:
-    """Run the manifest step: re-check the sources, then hash the run's files.
+    """Run the manifest step: re-check the sources while the run's files are hashed.
+
+    The manifest is written only once every source is found unchanged.
 
     Parameters
     ----------
@@ -237,13 +227,26 @@ def write_run_manifest(
 
     left_out = {f.dataset for f in read_failures(failed)} if failed is not None else set()
     kept = [p for p in outputs if _dataset_of(p, out_dir) not in left_out]
-    problems = []
-    if sources_root is not None:
-        for path in (f for f in fixity if _dataset_of(f, out_dir) not in left_out):
-            problems += check_sources(path, root=sources_root, threads=threads)
+    records = [f for f in fixity if _dataset_of(f, out_dir) not in left_out]
+
+    def recheck() -> list[str]:
+        if sources_root is None:
+            return []
+        return [p for f in records for p in check_sources(f, root=sources_root, threads=threads)]
+
+    # The sources (often the largest files) are re-read on a thread of their own while
+    # the run's files are hashed: both cores stay busy.
+    with ThreadPoolExecutor(max_workers=1) as side:
+        checked = side.submit(recheck)
+        rels = run_files(out_dir, kept)
+        log.info("manifest: hashing %d files with %d threads", len(rels), threads)
+        digests = hash_files([out_dir / r for r in rels], threads=threads)
+        problems = checked.result()
     if problems:
         raise IngestError(out_dir, "sources changed during the run: " + "; ".join(problems))
-    return write_manifest(out_dir, kept, out=out, threads=threads)
+    target = out or layout.manifest(out_dir)
+    atomic.write_text(target, format_manifest(dict(zip(rels, digests, strict=True))))
+    return target
 
 
 def _dataset_of(path: Path, out_dir: Path) -> str:

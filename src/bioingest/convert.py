@@ -49,15 +49,37 @@ def _band_rows(info: SeriesInfo, chunk_rows: int) -> int:
     return max(1, min(chunk_rows, BAND_BYTES // max(row, 1)))
 
 
+def _read_band(
+    reader: SourceReader, info: SeriesInfo, tcz: tuple[int, int, int], y: int, h: int, width: int
+) -> np.ndarray:
+    """Return rows ``y:y+h`` of plane ``tcz`` as ``(samples, h, size_x)``.
+
+    The rows are read ``width`` columns at a time; a whole-width read of one sample is
+    returned as the reader made it, without a copy.
+    """
+    t, c, z = tcz
+    if info.samples == 1 and width >= info.size_x:
+        return reader.read_tile(info.index, t, c, z, y, 0, h, info.size_x)[np.newaxis]
+    band = np.empty((info.samples, h, info.size_x), dtype=info.dtype)
+    for x in range(0, info.size_x, width):
+        w = min(width, info.size_x - x)
+        if info.samples == 1:
+            band[0, :, x : x + w] = reader.read_tile(info.index, t, c, z, y, x, h, w)
+        else:
+            band[:, :, x : x + w] = reader.read_samples(info.index, t, c, z, y, x, h, w)
+    return band
+
+
 def _copy_series(
     reader: SourceReader, info: SeriesInfo, root: zarr.Group, opts: StoreOptions, tile: int
 ) -> str:
     """Write one series as the final level 0; return the pixel hash of what was read.
 
-    The source is read once, in bands of full-width rows (in tiles of ``tile`` columns),
-    and each band is hashed in canonical order while the writer's threads encode the one
-    before. Colour samples stored together are hashed in canonical order too: the first
-    sample directly, the others from spill files once their planes are complete.
+    The source is read once, in bands of full-width rows (in tiles of ``tile`` columns
+    unless the reader reads whole rows as cheaply), and each band is hashed in canonical
+    order while the writer's threads encode the one before. Colour samples stored together
+    are hashed in canonical order too: the first sample directly, the others from spill
+    files once their planes are complete.
     """
     arr = arrays.create_level(root, str(info.index), info.shape, info.dtype, opts)
     rows = _band_rows(info, int(arr.chunks[3]))
@@ -69,6 +91,7 @@ def _copy_series(
         f"convert {reader.path.name} series {info.index + 1}/{len(reader.series)}",
         info.size_t * info.size_c * info.size_z * len(bands),
     )
+    width = info.size_x if reader.reads_whole_rows else tile
     path = arrays.array_path(root, str(info.index))
     with arrays.Writer(path, workers=opts.workers) as writer:
         for t in range(info.size_t):
@@ -80,15 +103,7 @@ def _copy_series(
                     for z in range(info.size_z):
                         for y in bands:
                             h = min(rows, info.size_y - y)
-                            band = np.empty((step, h, info.size_x), dtype=info.dtype)
-                            for x in range(0, info.size_x, tile):
-                                w = min(tile, info.size_x - x)
-                                if step == 1:
-                                    part = reader.read_tile(info.index, t, c, z, y, x, h, w)
-                                    band[0, :, x : x + w] = part
-                                else:
-                                    part = reader.read_samples(info.index, t, c, z, y, x, h, w)
-                                    band[:, :, x : x + w] = part
+                            band = _read_band(reader, info, (t, c, z), y, h, width)
                             ordered = band.astype(little, copy=False)
                             digest.update(np.ascontiguousarray(ordered[0]).data)
                             for spill, sample in zip(spills, ordered[1:], strict=True):

@@ -76,10 +76,14 @@ def _integer_mean(block: np.ndarray) -> np.ndarray:
     total += block[0::2, 1::2]
     total += block[1::2, 0::2]
     total += block[1::2, 1::2]
-    low = total >> 2
-    rest = total & 3
-    low += (rest == 3) | ((rest == 2) & ((low & 1) == 1))
-    result: np.ndarray = low.astype(block.dtype)
+    # total = 4q + r: q + 1 for r = 3, and for r = 2 with q odd; as (total + 1 + q % 2) // 4
+    # (shifts floor negative totals too), in place.
+    odd = total >> 2
+    odd &= 1
+    total += odd
+    total += 1
+    total >>= 2
+    result: np.ndarray = total.astype(block.dtype)
     return result
 
 
@@ -225,7 +229,7 @@ def _level_zero(source: Path, level0: zarr.Array[Any], target: Path, opts: Store
     reader = arrays.Reader(source, workers=opts.workers)
     indexes = regions(reader.shape, *arrays.block_edges(level0))
     with arrays.Writer(target, workers=opts.workers) as writer:
-        for index, block in reader.blocks(indexes):
+        for index, block in reader.blocks(indexes, held=arrays.IN_FLIGHT):
             writer.write(index, block)
 
 
@@ -283,7 +287,9 @@ def _halve(
                     progress.advance()
 
         # Regions are downsampled on the pool's threads and placed in plan order.
-        for (key, _), (region, data) in zip(plan, reader.blocks(regions), strict=True):
+        # held: regions still being downsampled when the next is asked for.
+        inputs = reader.blocks(regions, held=opts.workers)
+        for (key, _), (region, data) in zip(plan, inputs, strict=True):
             window.append((key, region, pool.submit(_quarter, data, opts.method, ranges)))
             if len(window) > opts.workers:
                 place(*window.popleft())
@@ -302,7 +308,7 @@ def _quarter(
 def _scan(path: Path, opts: StoreOptions, ranges: _Ranges) -> None:
     """Collect each channel's range from a level that has no level after it."""
     reader = arrays.Reader(path, workers=opts.workers)
-    for index, block in reader.blocks(regions(reader.shape, opts.block, opts.block)):
+    for index, block in reader.blocks(regions(reader.shape, opts.block, opts.block), held=0):
         ranges.add(index[1], block)
 
 

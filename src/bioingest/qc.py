@@ -184,9 +184,13 @@ class _Cells:
         r0, c0 = y // e, x // e
         if y % e == 0 and x % e == 0 and h % e == 0 and w % e == 0:
             # Whole cells: sums of an integer tile are exact in int64.
-            wide = np.int64 if tile.dtype.kind in "uib" else np.float64
             where = (slice(r0, r0 + h // e), slice(c0, c0 + w // e))
-            sums = tile.reshape(h // e, e, w // e, e).sum(axis=(1, 3), dtype=wide)
+            if tile.dtype.kind in "uib":
+                # Rows of each cell first: contiguous additions, several times faster.
+                rows = tile.reshape(h // e, e, w).sum(axis=1, dtype=np.int64)
+                sums = rows.reshape(h // e, w // e, e).sum(axis=2)
+            else:
+                sums = tile.reshape(h // e, e, w // e, e).sum(axis=(1, 3), dtype=np.float64)
             zeros = None
             if zero is not None:
                 zeros = np.count_nonzero(zero.reshape(h // e, e, w // e, e), (1, 3))
@@ -309,13 +313,6 @@ def _add_tile(
     plane.cells.add(f, zero, y, x)
 
 
-@functools.cache
-def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Values ``0 .. size - 1`` and their squares, as float64 (exact below 2**26)."""
-    values = np.arange(size, dtype=np.float64)
-    return values, values * values
-
-
 @dataclass
 class _TileCounts:
     """What one 8- or 16-bit unsigned tile adds, measured apart from the accumulators."""
@@ -354,11 +351,12 @@ def _add_counts(
     """
     counts = part.counts
     seen = np.flatnonzero(counts)
-    values, squares = _powers(counts.size)
-    weights = counts.astype(np.float64)
+    # Integer sums over the values present: exact, and no BLAS call (whose threads spin).
+    weights = counts[seen].astype(np.int64)
+    values = seen.astype(np.int64)
     plane.count += int(weights.sum())
-    plane.total += float(np.dot(weights, values))
-    plane.total_sq += float(np.dot(weights, squares))
+    plane.total += float(int((weights * values).sum()))
+    plane.total_sq += float(int((weights * values * values).sum()))
     plane.low = min(plane.low, float(seen[0]))
     plane.high = max(plane.high, float(seen[-1]))
     if acc.hist is not None:
@@ -415,7 +413,8 @@ def _series_qc(
     # band is measured (hashlib lets go of the GIL).
     hashed: Future[None] | None = None
     with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(1) as hasher:
-        for index, block in array.blocks(blocks):
+        # held=1: the hash of the band before may still run when the next is asked for.
+        for index, block in array.blocks(blocks, held=1):
             t, c, z, y, x0 = index[0], index[1], index[2], index[3].start, index[4].start
             acc = channels[c]
             if digest is not None:

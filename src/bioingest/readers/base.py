@@ -37,6 +37,8 @@ class SourceReader(ABC):
 
     #: Reader name recorded in provenance (``bioformats`` or ``tifffile``).
     name: str = ""
+    #: Whether a band of whole rows is read as cheaply as its tiles, and at any width.
+    reads_whole_rows: bool = False
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,94 @@ def _axis_plan(series: Any) -> list[tuple[str, str, int]] | None:
     return plan
 
 
+class _Plain:
+    """The tiles or strips of a series whose pages are plain planes, decoded into place.
+
+    A plain page holds one sample per pixel in one plane of tiles or strips, none of them
+    empty; each region read decodes the segments it covers once, straight into the region.
+    That takes a third less CPU than tifffile's Zarr view (which copies each segment
+    several times), and reads each strip once per band of full-width rows.
+    """
+
+    def __init__(self, series: Any, pool: ThreadPoolExecutor | None) -> None:
+        self._pages = list(series.pages)
+        key = self._pages[0].keyframe
+        self._tiled = bool(key.is_tiled)
+        self._length = int(key.tilelength if self._tiled else key.rowsperstrip)
+        self._width = int(key.tilewidth if self._tiled else key.imagewidth)
+        self._across = -(-int(key.imagewidth) // self._width)
+        self._dtype = np.dtype(key.dtype)
+        self._pool = pool
+
+    @staticmethod
+    def _geometry(key: Any) -> tuple[Any, ...] | None:
+        """Return what placing a key page's segments depends on; None when it is not plain."""
+        if (
+            key.samplesperpixel != 1
+            or key.imagedepth != 1
+            or key.compression not in _LOSSLESS
+            or (key.is_tiled and key.tiledepth != 1)
+        ):
+            return None
+        segment = (key.tilelength, key.tilewidth) if key.is_tiled else (key.rowsperstrip,)
+        return key.shape, np.dtype(key.dtype), bool(key.is_tiled), segment
+
+    @classmethod
+    def fits(cls, series: Any, planes: int) -> bool:
+        """Whether every page of ``series`` is a plain plane (else the Zarr view reads it)."""
+        pages = list(series.pages)
+        if len(pages) != planes or any(p is None for p in pages) or "S" in series.axes:
+            return False
+        if series.axes[-2:] != "YX":
+            return False
+        shapes = {cls._geometry(k) for k in {id(p.keyframe): p.keyframe for p in pages}.values()}
+        if len(shapes) != 1 or None in shapes:
+            return False
+        (geometry,) = shapes
+        assert geometry is not None
+        return bool(geometry[0] == tuple(series.shape[-2:])) and all(
+            len(p.dataoffsets) and all(p.databytecounts) for p in pages
+        )
+
+    def read(self, plane: int, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Return rows ``y:y+height``, columns ``x:x+width`` of page ``plane``."""
+        page = self._pages[plane]
+        out = np.empty((height, width), dtype=self._dtype)
+        length, cols = self._length, self._width
+        first_col = x // cols if self._tiled else 0
+        last_col = (x + width - 1) // cols if self._tiled else 0
+        jobs: list[tuple[int, int, int, bytes]] = []
+        fh = page.parent.filehandle
+        with fh.lock:
+            for row in range(y // length, (y + height - 1) // length + 1):
+                for col in range(first_col, last_col + 1):
+                    index = row * self._across + col
+                    fh.seek(page.dataoffsets[index])
+                    jobs.append((row, col, index, fh.read(page.databytecounts[index])))
+
+        def place(job: tuple[int, int, int, bytes]) -> None:
+            row, col, index, data = job
+            # (1, rows, columns, 1): a whole tile, padded at the edges, or one strip.
+            segment = page.keyframe.decode(data, index, _fullsize=self._tiled)[0]
+            tile = segment.reshape(segment.shape[1], segment.shape[2])
+            top, left = row * length, col * cols
+            y0, y1 = max(y, top), min(y + height, top + tile.shape[0])
+            x0, x1 = max(x, left), min(x + width, left + tile.shape[1])
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - top : y1 - top, x0 - left : x1 - left]
+
+        if self._pool is None or len(jobs) < 2:
+            for job in jobs:
+                place(job)
+        else:
+            list(self._pool.map(place, jobs))
+        return out
+
+
 class TiffReader(SourceReader):
-    """Read a TIFF-family file with tifffile, region by region, through its Zarr view.
+    """Read a TIFF-family file with tifffile, region by region.
+
+    Plain tiled or striped planes are decoded segment by segment straight into the region
+    read (:class:`_Plain`); the other layouts go through tifffile's Zarr view.
 
     Parameters
     ----------
@@ -194,10 +281,13 @@ class TiffReader(SourceReader):
     """
 
     name = "tifffile"
+    #: Whole rows read at once cost no more here (each segment is decoded once per read).
+    reads_whole_rows = True
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
         super().__init__(path)
         self._threads = threads
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
         with _reading(path):
             self._open(path)
 
@@ -212,6 +302,7 @@ class TiffReader(SourceReader):
             raise IngestError(path, "not a TIFF flavour the tifffile fast path reads exactly")
         self._plans = [_axis_plan(s) or [] for s in picked]
         self._arrays: list[Any] = []
+        self._plain: list[_Plain | None] = []
         self._series: list[SeriesInfo] = []
         for i, (s, plan) in enumerate(zip(picked, self._plans, strict=True)):
             size = {d: 1 for d in "TCZYX"}
@@ -232,6 +323,8 @@ class TiffReader(SourceReader):
             # Above one thread, the tiles or strips of one read are decoded in parallel.
             store = s.aszarr(level=0, maxworkers=self._threads)
             self._arrays.append(zarr.open_array(store, mode="r"))
+            planes = size["T"] * size["C"] * size["Z"]
+            self._plain.append(_Plain(s, self._pool) if _Plain.fits(s, planes) else None)
         self._xml = self._tif.ome_metadata if self._tif.is_ome else self._make_ome_xml(picked[0])
 
     def _physical(self, page: Any) -> dict[str, Any]:
@@ -316,8 +409,14 @@ class TiffReader(SourceReader):
                 index.append(slice(x, x + width))
             else:
                 index.append(parts[dim].pop())
+        plain = self._plain[series]
         with _reading(self.path):
             try:
+                if plain is not None:
+                    planes = [n for _, dim, n in self._plans[series] if dim not in "YX"]
+                    at = [i for i in index if not isinstance(i, slice)]
+                    plane = int(np.ravel_multi_index(at, planes)) if planes else 0
+                    return plain.read(plane, y, x, height, width)
                 return np.ascontiguousarray(self._arrays[series][tuple(index)])
             except MemoryError:
                 raise
@@ -334,6 +433,8 @@ class TiffReader(SourceReader):
 
     def close(self) -> None:
         """Close the TIFF file."""
+        if self._pool is not None:
+            self._pool.shutdown()
         self._tif.close()
 
 
