@@ -275,18 +275,19 @@ class Reader:
         """
         import tensorstore as ts
 
-        views = [self._array[clipped(index, self.shape)] for index in indexes]
-        ring: list[np.ndarray] = []
-        if held is not None and views:
-            largest = max(math.prod(int(n) for n in view.shape) for view in views)
-            ring = [np.empty(largest, dtype=self.dtype) for _ in range(held + 2)]
+        # Buffers grow to the largest block their turn has held; views are made one at a
+        # time, so memory does not grow with the number of blocks.
+        ring = [np.empty(0, dtype=self.dtype) for _ in range(held + 2)] if held is not None else []
 
         def start(k: int) -> tuple[np.ndarray | None, Any]:
-            view = views[k]
+            view = self._array[clipped(indexes[k], self.shape)]
             if not ring:
                 return None, view.read()
-            size = math.prod(int(n) for n in view.shape)
-            target = ring[k % len(ring)][:size].reshape(tuple(view.shape))
+            shape = tuple(int(n) for n in view.shape)
+            size, slot = math.prod(shape), k % len(ring)
+            if ring[slot].size < size:
+                ring[slot] = np.empty(size, dtype=self.dtype)
+            target = ring[slot][:size].reshape(shape)
             return target, ts.array(target, copy=False, write=True).write(view)
 
         def finish(started: tuple[np.ndarray | None, Any]) -> np.ndarray:
