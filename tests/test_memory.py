@@ -5,6 +5,12 @@ converts within 1 GiB per process, and with the memory of an image 2.5 times sma
 ``convert`` holds bands of whole rows (one chunk high, at most ``BAND_BYTES``) and
 ``pyramid`` a few shards per level, so the smaller image has the same width and several
 rows of shards.
+
+One run's peak varies with thread timing (which of the reader's, downsampler's and
+writer's buffers are alive at once, and what glibc's per-thread arenas keep): ``pyramid``
+peaked 390-435 MiB over four runs of the smaller image and 466-536 MiB over four of the
+larger, here. So every run must stay under the cap, but the two images are compared by the
+lowest of three runs, which a per-block leak would still raise 2.5-fold.
 """
 
 from __future__ import annotations
@@ -47,30 +53,34 @@ def peak_rss_mib(*args: str | Path) -> float:
 
 def convert_and_pyramid(
     folder: Path, size: int, height: int | None = None
-) -> tuple[Path, Path, float, float]:
+) -> tuple[Path, Path, float, list[float]]:
+    """Convert a ``.fake`` image once and build its pyramid three times; return the peaks."""
     fake = folder / f"big&sizeX={size}&sizeY={height or size}&pixelType=uint16.fake"
     fake.touch()
-    inter, xml, out = folder / "i.zarr", folder / "x.ome.xml", folder / "o.ome.zarr"
+    inter, xml = folder / "i.zarr", folder / "x.ome.xml"
     convert = peak_rss_mib(
         "convert", fake, "--zarr", inter, "--ome-xml", xml, "--java-heap-mb", "512"
     )
-    pyramid = peak_rss_mib("pyramid", inter, "--ome-xml", xml, "--out", out)
-    return fake, out, convert, pyramid
+    pyramids = []
+    for run in range(3):
+        out = folder / f"o{run}.ome.zarr"
+        pyramids.append(peak_rss_mib("pyramid", inter, "--ome-xml", xml, "--out", out))
+    return fake, out, convert, pyramids
 
 
 @pytest.fixture(scope="module")
-def smaller(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, float]:
-    _, _, convert, pyramid = convert_and_pyramid(tmp_path_factory.mktemp("m12k"), 30_000, 12_000)
-    return convert, pyramid
+def smaller(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[float]]:
+    _, _, convert, pyramids = convert_and_pyramid(tmp_path_factory.mktemp("m12k"), 30_000, 12_000)
+    return convert, pyramids
 
 
-def test_30000_squared_within_cap(tmp_path: Path, smaller: tuple[float, float]) -> None:
-    fake, out, convert, pyramid = convert_and_pyramid(tmp_path, 30_000)
+def test_30000_squared_within_cap(tmp_path: Path, smaller: tuple[float, list[float]]) -> None:
+    fake, out, convert, pyramids = convert_and_pyramid(tmp_path, 30_000)
     assert convert <= CAP_MIB, f"convert peaked at {convert:.0f} MiB"
-    assert pyramid <= CAP_MIB, f"pyramid peaked at {pyramid:.0f} MiB"
+    assert max(pyramids) <= CAP_MIB, f"pyramid peaked at {max(pyramids):.0f} MiB"
     # 2.5 times the pixels, about the same memory.
     assert convert <= 1.3 * smaller[0], (convert, smaller[0])
-    assert pyramid <= 1.3 * smaller[1], (pyramid, smaller[1])
+    assert min(pyramids) <= 1.3 * min(smaller[1]), (pyramids, smaller[1])
 
     root = zarr.open_group(out, mode="r")
     level0, level1 = root["0"], root["1"]
