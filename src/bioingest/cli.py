@@ -733,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="threads that decode and measure tiles (default: 0, every core this process may use)",
     )
-    from bioingest.qc import Thresholds
+    from bioingest.qc_checks import Thresholds
 
     for item in dataclasses.fields(Thresholds):
         key, default = item.name, item.default
