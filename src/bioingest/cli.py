@@ -386,16 +386,23 @@ def _cmd_outcomes(args: argparse.Namespace) -> None:
 
 
 def _cmd_inventory(args: argparse.Namespace) -> None:
-    from bioingest import inventory
+    # A local source's Bio-Formats server starts first: its JVM starts while this
+    # process imports the rest and hashes the files.
+    early = _prober(args) if args.jvm_server and "://" not in str(args.source) else None
+    try:
+        from bioingest import inventory
 
-    inv = inventory.take(
-        str(args.source),
-        prober=lambda: _prober(args),
-        exclude=args.exclude,
-        min_age_s=args.min_age_s,
-        cache_path=args.cache,
-        threads=args.threads,
-    )
+        inv = inventory.take(
+            str(args.source),
+            prober=lambda: early or _prober(args),
+            exclude=args.exclude,
+            min_age_s=args.min_age_s,
+            cache_path=args.cache,
+            threads=args.threads,
+        )
+    finally:
+        if early is not None:
+            early[1]()
     if args.tsv is None and args.json is None:
         sys.stdout.write(inv.table())
     inventory.write(inv, tsv=args.tsv, json_path=args.json)
