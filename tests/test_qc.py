@@ -436,6 +436,23 @@ def test_wide_pixel_types(dtype: str) -> None:
         )
 
 
+@pytest.mark.parametrize("tile", [16, 24, 1024])
+def test_region_sums_of_counted_tiles_equal_the_general_path(tile: int) -> None:
+    """uint16 tiles take their region sum from their counts when inside one ninth.
+
+    Tiles of 16 lie inside the ninths of a 240-pixel plane, tiles of 24 partly across
+    them, a tile of 1024 covers all nine. int32 data take the general (float) path.
+    """
+    rng = np.random.default_rng(11)
+    stack = (20000 + 3000 * blobs(SIZE, [(60, 170), (200, 40)], 30))[None].round()
+    stack = stack + rng.integers(0, 500, stack.shape)
+    counted = measure(stack.astype(np.uint16), tile_size=tile)
+    general = measure(stack.astype(np.int32), tile_size=tile)
+    assert counted["uniformity_pct"] is not None
+    assert counted["uniformity_pct"] == general["uniformity_pct"]
+    assert counted["mean"] == general["mean"]
+
+
 def test_small_integer_range_keeps_exact_quantiles() -> None:
     """uint32 labels 0..300 get one bin per value: exact median and percentiles."""
     stack = RNG.integers(0, 301, (1, 64, 64)).astype(np.uint32)

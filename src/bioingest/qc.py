@@ -114,9 +114,12 @@ def _bounds(size: int) -> list[int]:
 
 
 def _region_parts(
-    tile: np.ndarray, y: int, x: int, ys: list[int], xs: list[int]
+    tile: np.ndarray, y: int, x: int, ys: list[int], xs: list[int], total: float | None = None
 ) -> list[tuple[int, int, float, int]]:
-    """``(row, column, sum, pixels)`` of the parts of a tile in each ninth of the plane."""
+    """``(row, column, sum, pixels)`` of the parts of a tile in each ninth of the plane.
+
+    ``total``, the tile's exact sum when known, is the sum of a tile inside one ninth.
+    """
     h, w = tile.shape
     parts = []
     for i in range(3):
@@ -128,7 +131,10 @@ def _region_parts(
             if x0 >= x1:
                 continue
             block = tile[y0 - y : y1 - y, x0 - x : x1 - x]
-            parts.append((i, j, float(block.sum(dtype=np.float64)), block.size))
+            if total is not None and block.size == tile.size:
+                parts.append((i, j, total, block.size))
+            else:
+                parts.append((i, j, float(block.sum(dtype=np.float64)), block.size))
     return parts
 
 
@@ -315,9 +321,17 @@ def _add_tile(
 
 @dataclass
 class _TileCounts:
-    """What one 8- or 16-bit unsigned tile adds, measured apart from the accumulators."""
+    """What one 8- or 16-bit unsigned tile adds, measured apart from the accumulators.
+
+    ``total`` and ``total_sq`` are exact integer sums over the values present, ``low``
+    and ``high`` its range (the tile is never empty).
+    """
 
     counts: np.ndarray
+    total: int
+    total_sq: int
+    low: int
+    high: int
     regions: list[tuple[int, int, float, int]]
     cells: _CellPart
 
@@ -333,12 +347,27 @@ def _count_tile(
     """Measure the tile of ``band`` from column ``dx`` without changing any accumulator.
 
     ``band`` starts at plane offset ``at``; tiles measured so can be measured at once.
+    The sums come from the counts: exact, and no BLAS call (whose threads spin). A tile
+    inside one ninth of the plane takes its region sum from them too.
     """
     tile = band[:, dx : dx + edge]
     y, x = at[0], at[1] + dx
     counts = np.bincount(tile.ravel(), minlength=1 << (8 * tile.dtype.itemsize))
+    seen = np.flatnonzero(counts)
+    weights = counts[seen].astype(np.int64)
+    values = seen.astype(np.int64)
+    total = int((weights * values).sum())
+    total_sq = int((weights * values * values).sum())
     zero = tile == 0 if counts[0] else None
-    return _TileCounts(counts, _region_parts(tile, y, x, *bounds), cells.measure(tile, zero, y, x))
+    return _TileCounts(
+        counts,
+        total,
+        total_sq,
+        int(seen[0]),
+        int(seen[-1]),
+        _region_parts(tile, y, x, *bounds, total=float(total)),
+        cells.measure(tile, zero, y, x),
+    )
 
 
 def _add_counts(
@@ -350,15 +379,11 @@ def _add_counts(
     (each tile's sums are below 2**53, so they equal the float sums of the general path).
     """
     counts = part.counts
-    seen = np.flatnonzero(counts)
-    # Integer sums over the values present: exact, and no BLAS call (whose threads spin).
-    weights = counts[seen].astype(np.int64)
-    values = seen.astype(np.int64)
-    plane.count += int(weights.sum())
-    plane.total += float(int((weights * values).sum()))
-    plane.total_sq += float(int((weights * values * values).sum()))
-    plane.low = min(plane.low, float(seen[0]))
-    plane.high = max(plane.high, float(seen[-1]))
+    plane.count += int(counts.sum())
+    plane.total += float(part.total)
+    plane.total_sq += float(part.total_sq)
+    plane.low = min(plane.low, float(part.low))
+    plane.high = max(plane.high, float(part.high))
     if acc.hist is not None:
         acc.hist.counts += counts
     if saturation_value is not None and saturation_value < counts.size:
