@@ -408,7 +408,8 @@ class Proc:
         Estimated exit time (epoch seconds): half-way between the last poll that saw it
         running and the first that saw it gone or a zombie.
     label
-        Short name: ``bioingest convert``, ``java loci.formats.tools.ImageConverter``, ….
+        Short name: ``bioingest convert``, ``java loci.formats.tools.ImageConverter``, …,
+        from its command line when last seen alive.
     cpu
         User + system seconds of the process itself (its threads), as last polled.
     hwm_kib
@@ -569,6 +570,11 @@ class TreeMonitor:
                             label=label_of(cmdline, name),
                         )
                         self.procs[key] = seen
+                    elif status != psutil.STATUS_ZOMBIE:
+                        # Named again while alive: a process first seen between its fork and
+                        # its exec (or a warm job before it names itself) bore its parent's
+                        # command line.
+                        seen.label = label_of(proc.cmdline(), proc.name())
                     seen.cpu = max(seen.cpu, times.user + times.system)
                     if status != psutil.STATUS_ZOMBIE:
                         seen.last_alive = now
