@@ -192,9 +192,9 @@ class _Plain:
     several times), and reads each strip once per band of full-width rows.
     """
 
-    def __init__(self, series: Any, pool: ThreadPoolExecutor | None) -> None:
-        self._pages = list(series.pages)
-        key = self._pages[0].keyframe
+    def __init__(self, pages: list[Any], pool: ThreadPoolExecutor | None) -> None:
+        self._pages = pages
+        key = pages[0].keyframe
         self._tiled = bool(key.is_tiled)
         self._length = int(key.tilelength if self._tiled else key.rowsperstrip)
         self._width = int(key.tilewidth if self._tiled else key.imagewidth)
@@ -216,21 +216,23 @@ class _Plain:
         return key.shape, np.dtype(key.dtype), bool(key.is_tiled), segment
 
     @classmethod
-    def fits(cls, series: Any, planes: int) -> bool:
-        """Whether every page of ``series`` is a plain plane (else the Zarr view reads it)."""
+    def of(cls, series: Any, planes: int, pool: ThreadPoolExecutor | None) -> _Plain | None:
+        """Reader of ``series`` when every page is a plain plane; None: the Zarr view reads it."""
         pages = list(series.pages)
         if len(pages) != planes or any(p is None for p in pages) or "S" in series.axes:
-            return False
+            return None
         if series.axes[-2:] != "YX":
-            return False
+            return None
         shapes = {cls._geometry(k) for k in {id(p.keyframe): p.keyframe for p in pages}.values()}
         if len(shapes) != 1 or None in shapes:
-            return False
+            return None
         (geometry,) = shapes
         assert geometry is not None
-        return bool(geometry[0] == tuple(series.shape[-2:])) and all(
+        if geometry[0] != tuple(series.shape[-2:]) or not all(
             len(p.dataoffsets) and all(p.databytecounts) for p in pages
-        )
+        ):
+            return None
+        return cls(pages, pool)
 
     def read(self, plane: int, y: int, x: int, height: int, width: int) -> np.ndarray:
         """Return rows ``y:y+height``, columns ``x:x+width`` of page ``plane``."""
@@ -324,7 +326,7 @@ class TiffReader(SourceReader):
             store = s.aszarr(level=0, maxworkers=self._threads)
             self._arrays.append(zarr.open_array(store, mode="r"))
             planes = size["T"] * size["C"] * size["Z"]
-            self._plain.append(_Plain(s, self._pool) if _Plain.fits(s, planes) else None)
+            self._plain.append(_Plain.of(s, planes, self._pool))
         self._xml = self._tif.ome_metadata if self._tif.is_ome else self._make_ome_xml(picked[0])
 
     def _physical(self, page: Any) -> dict[str, Any]:
