@@ -193,6 +193,102 @@ def test_cache_reopens_nothing_unchanged(tmp_path: Path) -> None:
     assert third.opened == ["solo.tif"]
 
 
+def _never(path: Path) -> Probe:
+    raise AssertionError(f"Bio-Formats asked to open {path}")
+
+
+def _ome_tiffs(root: Path) -> None:
+    """Three single-file OME-TIFFs: one image, two series, and RGB with a sub-resolution."""
+    rng = np.random.default_rng(1)
+    (root / "run 2").mkdir(parents=True)
+    tifffile.imwrite(root / "a.ome.tif", rng.integers(0, 9, (3, 16, 24), np.uint16), ome=True)
+    with tifffile.TiffWriter(root / "run 2" / "two.ome.tiff", ome=True) as tif:
+        tif.write(rng.integers(0, 9, (8, 8), np.uint8))
+        tif.write(rng.random((2, 4, 4), np.float32), photometric="minisblack")
+    with tifffile.TiffWriter(root / "rgb.ome.tif", ome=True) as tif:
+        rgb = rng.integers(0, 255, (64, 64, 3), np.uint8)
+        tif.write(rgb, subifds=1, tile=(16, 16), photometric="rgb")
+        tif.write(rgb[::2, ::2], subfiletype=1, tile=(16, 16), photometric="rgb")
+
+
+def test_folder_of_ome_tiffs_opened_without_bioformats(tmp_path: Path) -> None:
+    root = tmp_path / "share" / "in"
+    _ome_tiffs(root)
+    (root / ".DS_Store").write_bytes(b"")
+    inv = build(root, open_file=_never)
+    assert [(d.name, d.reader, d.format, d.series_bytes) for d in inv.datasets] == [
+        ("a", "OMETiffReader", "OME-TIFF", (3 * 16 * 24 * 2,)),
+        ("rgb", "OMETiffReader", "OME-TIFF", (64 * 64 * 3,)),
+        ("run_2_two", "OMETiffReader", "OME-TIFF", (64, 2 * 4 * 4 * 4)),
+    ]
+    assert [[f.relative_to(root).as_posix() for f in d.files] for d in inv.datasets] == [
+        ["a.ome.tif"],
+        ["rgb.ome.tif"],
+        ["run 2/two.ome.tiff"],
+    ]
+    assert inv.skipped == [(".DS_Store", HIDDEN)]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["notes.txt", "run 2/plain.tif", "../experiment_descriptor.xml", "../../x.exp"],
+)
+def test_any_other_file_sends_every_file_to_bioformats(tmp_path: Path, extra: str) -> None:
+    # Another file in the tree, or a plate reader's metadata file in the two folders above
+    # it, may claim an OME-TIFF: then Bio-Formats opens every file.
+    root = tmp_path / "share" / "in"
+    _ome_tiffs(root)
+    (root / extra).write_bytes(b"x")
+    table = {
+        name: ("OMETiffReader", name, [name], 1)
+        for name in ("a.ome.tif", "rgb.ome.tif", "run 2/two.ome.tiff")
+    }
+    scripted = Scripted(root, table)
+    build(root, open_file=scripted)
+    assert set(table) <= set(scripted.opened)
+
+
+def test_ome_tiff_naming_another_file_goes_to_bioformats(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    # One file of a set whose OME-XML lists the other four, copied alone.
+    shutil.copy(EXTRA / "ometiff-companion-binaryonly" / "multifile-Z1.ome.tiff", root)
+    table = {"multifile-Z1.ome.tiff": ("OMETiffReader", "multifile-Z1.ome.tiff", [], 1)}
+    scripted = Scripted(root, table)
+    build(root, open_file=scripted)
+    assert scripted.opened == ["multifile-Z1.ome.tiff"]
+
+
+#: Real OME-TIFFs the fast path refuses (tifffile's reading differs, or is not proven).
+REFUSED = {"largeimg.ome.tiff", "mini-spim-moduloZ.ome.tiff"}
+
+
+@pytest.mark.java
+@pytest.mark.parametrize(
+    "name",
+    [p.name for p in sorted((REAL / "ome-tiff").glob("*.ome.tif*"))] + ["synthetic"],
+)
+def test_tifffile_probe_is_bioformats_probe(tmp_path: Path, name: str) -> None:
+    from bioingest.java import start_jvm
+    from bioingest.probe import probe
+    from bioingest.readers.tiff import ome_probe
+
+    start_jvm()
+    if name == "synthetic":
+        _ome_tiffs(tmp_path)
+        paths = sorted(p for p in tmp_path.rglob("*.ome.tif*"))
+    else:
+        paths = [tmp_path / name]
+        shutil.copy(REAL / "ome-tiff" / name, paths[0])
+    for path in paths:
+        fast = ome_probe(path)
+        if name in REFUSED:
+            assert fast is None
+        else:
+            # In a folder of OME-TIFFs only, as the inventory uses it.
+            assert fast == probe(path)
+
+
 def test_names_from_paths_and_stable() -> None:
     mains = ["a.czi", "a.tif", "x/s.lif", "y/s.lif", "q.ome.tif", "q.ome.tiff", "logs.czi"]
     assert assign_names(mains) == {

@@ -14,12 +14,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import zarr
-
 from bioingest import atomic, layout
-from bioingest.pixelhash import pixel_hash
 from bioingest.records import is_failure, read_metadata, recorded_pixel_hash
-from bioingest.store import image_paths
 
 log = logging.getLogger("bioingest")
 
@@ -257,6 +253,12 @@ def _dataset_of(path: Path, out_dir: Path) -> str:
 
 def store_pixel_hashes(store: Path) -> list[str]:
     """Pixel-content hash of level 0 of every image in an OME-Zarr, in series order."""
+    # Here: the inventory hashes files with this module, and needs no Zarr.
+    import zarr
+
+    from bioingest.pixelhash import pixel_hash
+    from bioingest.store import image_paths
+
     root = zarr.open_group(store, mode="r")
     hashes = []
     for path in image_paths(root):

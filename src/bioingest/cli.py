@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import logging
+import os
 import re
 import sys
 import warnings
@@ -387,14 +388,20 @@ def _cmd_outcomes(args: argparse.Namespace) -> None:
 
 def _cmd_inventory(args: argparse.Namespace) -> None:
     # A local source's Bio-Formats server starts first: its JVM starts while this
-    # process imports the rest and hashes the files.
-    early = _prober(args) if args.jvm_server and "://" not in str(args.source) else None
+    # process imports the rest and hashes the files. A folder of OME-TIFFs alone may
+    # need no JVM (inventory.ome_tiff_probes): there it starts on the first file opened.
+    local = "://" not in str(args.source)
+    early = (
+        _prober(args)
+        if args.jvm_server and local and not _ome_tiffs_only(Path(args.source))
+        else None
+    )
     try:
         from bioingest import inventory
 
         inv = inventory.take(
             str(args.source),
-            prober=lambda: early or _prober(args),
+            prober=lambda: early or _prober(args, lazy=True),
             exclude=args.exclude,
             min_age_s=args.min_age_s,
             cache_path=args.cache,
@@ -418,13 +425,42 @@ def _jar_identity(jar: Path) -> str:
     return f"{jar.name} {jar.stat().st_size}"
 
 
-def _prober(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """How the inventory opens files: ``(open, close, cache key of the reader)``."""
+def _ome_tiffs_only(source: Path) -> bool:
+    """Return whether every visible file below the folder ``source`` is named as an OME-TIFF."""
+    from bioingest.probe import OME_TIFF_SUFFIXES
+
+    if not source.is_dir():
+        return False
+    for _, dirs, files in os.walk(source):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(not f.lower().endswith(OME_TIFF_SUFFIXES) for f in files if not f.startswith(".")):
+            return False
+    return True
+
+
+def _prober(args: argparse.Namespace, *, lazy: bool = False) -> tuple[Any, Any, str]:
+    """How the inventory opens files: ``(open, close, cache key of the reader)``.
+
+    ``lazy``: Bio-Formats starts when the first file is opened, not now.
+    """
     from bioingest.java import find_jar
 
     jar, maven = args.jar or None, args.maven or None
     # A cache made with another Bio-Formats build is not reused.
     key = f"{__version__} {maven}" if maven else f"{__version__} {_jar_identity(find_jar(jar))}"
+    if lazy:
+        started: list[tuple[Any, Any, str]] = []
+
+        def open_file(path: Path) -> Any:
+            if not started:
+                started.append(_prober(args))
+            return started[0][0](path)
+
+        def close() -> None:
+            if started:
+                started[0][1]()
+
+        return open_file, close, key
     if args.jvm_server:
         from bioingest.readers.remote import RemoteProber
 

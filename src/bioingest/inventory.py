@@ -46,7 +46,7 @@ import jsonschema
 
 from bioingest import atomic, layout
 from bioingest.errors import IngestError
-from bioingest.probe import Probe
+from bioingest.probe import OME_TIFF_SUFFIXES, Probe
 from bioingest.schemas import load_schema
 
 log = logging.getLogger("bioingest")
@@ -694,6 +694,7 @@ def build(
     threads: int = 2,
     sheet: list[tuple[str, Path, str]] | None = None,
     now: float | None = None,
+    tifffile_probes: bool = True,
 ) -> Inventory:
     """Inventory ``root``: hash every file, then group them into acquisitions.
 
@@ -720,6 +721,9 @@ def build(
         files are opened, and their used files join them, under these names.
     now
         The current time (for tests); defaults to :func:`time.time`.
+    tifffile_probes
+        Open a folder of nothing but single-file OME-TIFFs with tifffile
+        (:func:`ome_tiff_probes`): ``open_file`` is then never called.
     """
     inv = Inventory(root=root)
     cache = Cache(cache_path, reader_key=reader_key)
@@ -750,6 +754,8 @@ def build(
     # Hash, then open: fixity is recorded before any reader touches a file.
     digests = _hash_all(root, candidates, cache, threads)
     unreadable = {e.rel for e in candidates if e.rel not in digests}
+    # Made on the first opening (a cached inventory opens nothing).
+    fast: list[dict[str, Probe]] = []
 
     def open_checked(path: Path) -> Probe:
         rel = path.relative_to(root).as_posix()
@@ -760,7 +766,10 @@ def build(
         problem = _pre_check(path) if suffix(rel) else ""
         if problem:
             return Probe(path=str(path), reader="?", error=problem)
-        return open_file(path)
+        if not fast:
+            usable = tifffile_probes and sheet is None and not unreadable
+            fast.append(ome_tiff_probes(root, listed, inv.skipped) if usable else {})
+        return fast[0].get(rel) or open_file(path)
 
     notes: list[str] = []
     groups, failed, probes, unknown = group(
@@ -846,6 +855,52 @@ def build(
         log.info("%s: skipped, %s", rel, reason)
     cache.save(by_rel, digests, probes, {**cache.names, **names} if sheet is None else cache.names)
     return inv
+
+
+#: Files that Bio-Formats readers listed before its OME-TIFF reader look for in the
+#: folders above a TIFF (ScanR, BD Pathway, Columbus, CellVoyager).
+_PARENT_MARKERS = (".xml", ".exp", ".dat")
+
+
+def ome_tiff_probes(
+    root: Path, listed: list[Entry], skipped: list[tuple[str, str]]
+) -> dict[str, Probe]:
+    """Probe a folder of nothing but single-file OME-TIFFs with tifffile, without a JVM.
+
+    Bio-Formats opens such a file with its OME-TIFF reader, as an acquisition of one
+    file (:func:`bioingest.readers.tiff.ome_probe`), unless another file claims it: the
+    readers tried before that one take a TIFF only with metadata files of their own
+    beside it or in the two folders above it. So the probes are made only when every
+    file below ``root`` qualifies, no such file lies in the two folders above ``root``,
+    and nothing was skipped but hidden files and the output folder.
+
+    Returns
+    -------
+    dict
+        Relative path -> probe of every listed file; empty when the folder does not
+        qualify (Bio-Formats then opens every file).
+    """
+    from bioingest.readers.tiff import ome_probe
+
+    if not listed or any(reason not in (HIDDEN, IN_OUTPUT) for _, reason in skipped):
+        return {}
+    if any(not e.rel.lower().endswith(OME_TIFF_SUFFIXES) for e in listed):
+        return {}
+    for above in (root.parent, root.parent.parent):
+        try:
+            names = os.listdir(above)
+        except OSError:
+            return {}
+        if any(n.lower().endswith(_PARENT_MARKERS) for n in names):
+            return {}
+    probes: dict[str, Probe] = {}
+    for e in listed:
+        p = ome_probe(root / e.rel)
+        if p is None:
+            return {}
+        probes[e.rel] = p
+    log.info("%d single-file OME-TIFF(s) and nothing else: opened with tifffile", len(probes))
+    return probes
 
 
 def _hash_all(root: Path, entries: list[Entry], cache: Cache, threads: int) -> dict[str, str]:

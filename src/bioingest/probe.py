@@ -14,6 +14,8 @@ from typing import Any
 
 from bioingest.java import jimport
 
+#: Endings Bio-Formats' OME-TIFF reader claims by name.
+OME_TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.btf", ".ome.tf8", ".ome.tf2")
 #: Bio-Formats pixel types and their size in bytes.
 _BYTES = {
     "int8": 1,

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import zarr
 
 from bioingest import omexml
 from bioingest.errors import IngestError
+from bioingest.probe import OME_TIFF_SUFFIXES, Probe
 from bioingest.readers.base import SeriesInfo, SourceReader
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
@@ -322,6 +322,8 @@ class TiffReader(SourceReader):
                     rgb="S" in s.axes and size["C"] == 3,
                 )
             )
+            import zarr  # here: the inventory's OME-TIFF probe needs no Zarr
+
             # Above one thread, the tiles or strips of one read are decoded in parallel.
             store = s.aszarr(level=0, maxworkers=self._threads)
             self._arrays.append(zarr.open_array(store, mode="r"))
@@ -449,3 +451,44 @@ def accepts(path: Path) -> bool:
             return _pick_series(tif) is not None
     except Exception:
         return False
+
+
+def ome_probe(path: Path) -> Probe | None:
+    """Describe a single-file OME-TIFF as Bio-Formats' probe would, without a JVM.
+
+    Only an OME-TIFF by name and content that :func:`accepts` reads and whose OME-XML
+    names no other file qualifies: Bio-Formats then opens it with ``OMETiffReader``, as
+    an acquisition of this one file, with the series tifffile lists. Whether a neighbour
+    could claim it instead is the caller's question (the inventory asks it of the
+    whole tree); the tests compare this with Bio-Formats' probe on every real sample.
+
+    Parameters
+    ----------
+    path
+        An absolute file path.
+
+    Returns
+    -------
+    Probe or None
+        What :func:`bioingest.probe.probe` returns for the file; None when the file is
+        anything else, or tifffile cannot tell.
+    """
+    if not path.name.lower().endswith(OME_TIFF_SUFFIXES):
+        return None
+    try:
+        with _reading(path), tifffile.TiffFile(path) as tif:
+            series = _pick_series(tif) if tif.is_ome else None
+            if not series:
+                return None
+            sizes = tuple(int(np.prod(s.shape)) * s.dtype.itemsize for s in series)
+    except Exception:
+        return None
+    text = str(path)
+    return Probe(
+        path=text,
+        reader="OMETiffReader",
+        format="OME-TIFF",
+        main=text,
+        used=(text,),
+        series_bytes=sizes,
+    )
