@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from bioingest.arrays import StoreOptions
 
 log = logging.getLogger("bioingest")
+# Before numpy loads: the verbs run their own threads, and OpenBLAS's would spin beside
+# them on a few cores (numpy starts one per core; QC used 10 % more CPU with them).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def trace_file(log_file: Path) -> Path:

@@ -16,6 +16,8 @@ rule qc:
         ),
     log:
         layout.dataset_log(OUT, "{dataset}", "qc"),
+    # Before the run-level tables that are ready as soon: they then run side by side.
+    priority: 1
     conda:
         "../../envs/bioingest.yaml"
     threads: image_threads
