@@ -248,15 +248,18 @@ def test_any_other_file_sends_every_file_to_bioformats(tmp_path: Path, extra: st
     assert set(table) <= set(scripted.opened)
 
 
-def test_ome_tiff_naming_another_file_goes_to_bioformats(tmp_path: Path) -> None:
-    root = tmp_path / "in"
-    root.mkdir()
-    # One file of a set whose OME-XML lists the other four, copied alone.
+def test_ome_tiff_tifffile_refuses_goes_to_bioformats_alone(tmp_path: Path) -> None:
+    root = tmp_path / "share" / "in"
+    _ome_tiffs(root)
+    # One file of a set whose OME-XML lists the other four (copied without them), and
+    # one that tifffile reads otherwise than Bio-Formats (its Z modulo).
     shutil.copy(EXTRA / "ometiff-companion-binaryonly" / "multifile-Z1.ome.tiff", root)
-    table = {"multifile-Z1.ome.tiff": ("OMETiffReader", "multifile-Z1.ome.tiff", [], 1)}
-    scripted = Scripted(root, table)
-    build(root, open_file=scripted)
-    assert scripted.opened == ["multifile-Z1.ome.tiff"]
+    shutil.copy(REAL / "ome-tiff" / "mini-spim-moduloZ.ome.tiff", root / "run 2")
+    refused = ["multifile-Z1.ome.tiff", "run 2/mini-spim-moduloZ.ome.tiff"]
+    scripted = Scripted(root, {name: ("OMETiffReader", name, [name], 1) for name in refused})
+    inv = build(root, open_file=scripted)
+    assert scripted.opened == refused
+    assert len(inv.datasets) == 5
 
 
 #: Real OME-TIFFs the fast path refuses (tifffile's reading differs, or is not proven).

@@ -557,9 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[log_option, java_options],
         help="group the files of a folder into datasets, as Bio-Formats groups them",
         description="Hash every file below SOURCE, then open each file no acquisition has "
-        "claimed yet with Bio-Formats: its main file and used files form one dataset. Lists "
-        "every file with its dataset, or why it was skipped or failed (TSV on standard "
-        "output unless --tsv or --json is given).",
+        "claimed yet with Bio-Formats: its main file and used files form one dataset. A "
+        "folder of nothing but single-file OME-TIFFs is read with tifffile, without a JVM. "
+        "Lists every file with its dataset, or why it was skipped or failed (TSV on "
+        "standard output unless --tsv or --json is given).",
     )
     p.add_argument("source", help="input folder, tab-separated sample sheet, or s3:// folder")
     p.add_argument("--tsv", type=Path, help="write the per-file table here (inventory.tsv)")

@@ -722,8 +722,8 @@ def build(
     now
         The current time (for tests); defaults to :func:`time.time`.
     tifffile_probes
-        Open a folder of nothing but single-file OME-TIFFs with tifffile
-        (:func:`ome_tiff_probes`): ``open_file`` is then never called.
+        In a tree of nothing but OME-TIFFs (:func:`ome_tiffs_only`), open those that
+        tifffile reads exactly with tifffile, not ``open_file``.
     """
     inv = Inventory(root=root)
     cache = Cache(cache_path, reader_key=reader_key)
@@ -754,8 +754,8 @@ def build(
     # Hash, then open: fixity is recorded before any reader touches a file.
     digests = _hash_all(root, candidates, cache, threads)
     unreadable = {e.rel for e in candidates if e.rel not in digests}
-    # Made on the first opening (a cached inventory opens nothing).
-    fast: list[dict[str, Probe]] = []
+    # Decided on the first opening (a cached inventory opens nothing).
+    fast: list[bool] = []
 
     def open_checked(path: Path) -> Probe:
         rel = path.relative_to(root).as_posix()
@@ -767,9 +767,13 @@ def build(
         if problem:
             return Probe(path=str(path), reader="?", error=problem)
         if not fast:
-            usable = tifffile_probes and sheet is None and not unreadable
-            fast.append(ome_tiff_probes(root, listed, inv.skipped) if usable else {})
-        return fast[0].get(rel) or open_file(path)
+            fast.append(tifffile_probes and sheet is None and ome_tiffs_only(root, listed, inv))
+        if fast[0]:
+            from bioingest.readers.tiff import ome_probe
+
+            if (p := ome_probe(path)) is not None:
+                return p
+        return open_file(path)
 
     notes: list[str] = []
     groups, failed, probes, unknown = group(
@@ -862,45 +866,29 @@ def build(
 _PARENT_MARKERS = (".xml", ".exp", ".dat")
 
 
-def ome_tiff_probes(
-    root: Path, listed: list[Entry], skipped: list[tuple[str, str]]
-) -> dict[str, Probe]:
-    """Probe a folder of nothing but single-file OME-TIFFs with tifffile, without a JVM.
+def ome_tiffs_only(root: Path, listed: list[Entry], inv: Inventory) -> bool:
+    """Return whether no file of this tree can make Bio-Formats open an OME-TIFF differently.
 
-    Bio-Formats opens such a file with its OME-TIFF reader, as an acquisition of one
-    file (:func:`bioingest.readers.tiff.ome_probe`), unless another file claims it: the
-    readers tried before that one take a TIFF only with metadata files of their own
-    beside it or in the two folders above it. So the probes are made only when every
-    file below ``root`` qualifies, no such file lies in the two folders above ``root``,
-    and nothing was skipped but hidden files and the output folder.
-
-    Returns
-    -------
-    dict
-        Relative path -> probe of every listed file; empty when the folder does not
-        qualify (Bio-Formats then opens every file).
+    Bio-Formats opens a single-file OME-TIFF with its OME-TIFF reader, as an acquisition of
+    that one file, unless another file claims it: the readers tried before that one take
+    a TIFF only with metadata files of their own beside it or in the two folders above
+    it. So in a tree of nothing but files named as OME-TIFFs, where nothing was skipped
+    but hidden files and the output folder and no such file lies in the two folders above
+    ``root``, a file that :func:`bioingest.readers.tiff.ome_probe` describes needs no JVM.
     """
-    from bioingest.readers.tiff import ome_probe
-
-    if not listed or any(reason not in (HIDDEN, IN_OUTPUT) for _, reason in skipped):
-        return {}
+    if any(reason not in (HIDDEN, IN_OUTPUT) for _, reason in inv.skipped):
+        return False
     if any(not e.rel.lower().endswith(OME_TIFF_SUFFIXES) for e in listed):
-        return {}
+        return False
     for above in (root.parent, root.parent.parent):
         try:
             names = os.listdir(above)
         except OSError:
-            return {}
+            return False
         if any(n.lower().endswith(_PARENT_MARKERS) for n in names):
-            return {}
-    probes: dict[str, Probe] = {}
-    for e in listed:
-        p = ome_probe(root / e.rel)
-        if p is None:
-            return {}
-        probes[e.rel] = p
-    log.info("%d single-file OME-TIFF(s) and nothing else: opened with tifffile", len(probes))
-    return probes
+            return False
+    log.info("only OME-TIFFs below the input folder: tifffile reads the headers it reads exactly")
+    return True
 
 
 def _hash_all(root: Path, entries: list[Entry], cache: Cache, threads: int) -> dict[str, str]:
