@@ -51,28 +51,21 @@ VERBS = frozenset(
         "provenance",
     }
 )
-LATER_AFTER_S = 1.0
 _SIZE = struct.Struct(">I")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _STATUS = struct.Struct(">i")
-#: Modules a child would otherwise import itself (imported by the server before forking):
-#: those of the first jobs, the conversions, before the server takes a job.
-_PRELOAD_FIRST = (
+#: Modules a child would otherwise import itself (imported by the server before forking).
+_PRELOAD = (
     "bioingest.cli",
     "bioingest.convert",
-    "bioingest.readers.tiff",
-    "bioingest.readers.remote",
-    "tensorstore",
-)
-#: The later steps' modules (1 s in all, 0.6 s of it ome-zarr-py's import of dask, which a
-#: conversion would wait for): imported one at a time once a job runs, or the server has
-#: waited :data:`LATER_AFTER_S` for one.
-_PRELOAD_LATER = (
     "bioingest.pyramid",
     "bioingest.metadata",
     "bioingest.qc",
     "bioingest.qc_page",
+    "bioingest.readers.tiff",
+    "bioingest.readers.remote",
+    "tensorstore",
     "PIL.Image",
     # The run-level steps' own modules (a few milliseconds: their heavy imports are lazy).
     "bioingest.outcomes",
@@ -308,9 +301,8 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(64)
-    for name in _PRELOAD_FIRST:
+    for name in _PRELOAD:
         importlib.import_module(name)
-    later = list(_PRELOAD_LATER)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     # A child's exit wakes the loop at once (its status is awaited by a job).
@@ -326,12 +318,7 @@ def serve(path: Path, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     log.info("warm server listening on %s (pid %d)", path, os.getpid())
     try:
         while jobs or time.monotonic() - idle_since < idle_timeout_s:
-            waited = time.monotonic() - idle_since
-            load = bool(later) and (bool(jobs) or waited > LATER_AFTER_S)
-            events = selector.select(timeout=0 if load else (0.1 if later else 1.0))
-            if not events and load:
-                importlib.import_module(later.pop(0))
-            for key, _ in events:
+            for key, _ in selector.select(timeout=1.0):
                 if key.fileobj == wake:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake, 4096)
