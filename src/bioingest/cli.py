@@ -392,11 +392,11 @@ def _cmd_outcomes(args: argparse.Namespace) -> None:
 def _cmd_inventory(args: argparse.Namespace) -> None:
     # A local source's Bio-Formats server starts first: its JVM starts while this
     # process imports the rest and hashes the files. A folder of OME-TIFFs alone may
-    # need no JVM (inventory.ome_tiff_probes): there it starts on the first file opened.
+    # need no JVM (inventory.ome_tiffs_only): there it starts on the first file opened.
     local = "://" not in str(args.source)
     early = (
         _prober(args)
-        if args.jvm_server and local and not _ome_tiffs_only(Path(args.source))
+        if args.jvm_server and local and not _ome_tiff_names_only(Path(args.source))
         else None
     )
     try:
@@ -428,7 +428,7 @@ def _jar_identity(jar: Path) -> str:
     return f"{jar.name} {jar.stat().st_size}"
 
 
-def _ome_tiffs_only(source: Path) -> bool:
+def _ome_tiff_names_only(source: Path) -> bool:
     """Return whether every visible file below the folder ``source`` is named as an OME-TIFF."""
     from bioingest.probe import OME_TIFF_SUFFIXES
 
