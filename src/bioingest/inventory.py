@@ -754,8 +754,7 @@ def build(
     # Hash, then open: fixity is recorded before any reader touches a file.
     digests = _hash_all(root, candidates, cache, threads)
     unreadable = {e.rel for e in candidates if e.rel not in digests}
-    # Decided on the first opening (a cached inventory opens nothing).
-    fast: list[bool] = []
+    fast = tifffile_probes and sheet is None and ome_tiffs_only(root, listed, inv)
 
     def open_checked(path: Path) -> Probe:
         rel = path.relative_to(root).as_posix()
@@ -766,9 +765,7 @@ def build(
         problem = _pre_check(path) if suffix(rel) else ""
         if problem:
             return Probe(path=str(path), reader="?", error=problem)
-        if not fast:
-            fast.append(tifffile_probes and sheet is None and ome_tiffs_only(root, listed, inv))
-        if fast[0]:
+        if fast:
             from bioingest.readers.tiff import ome_probe
 
             if (p := ome_probe(path)) is not None:

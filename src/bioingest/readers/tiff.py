@@ -294,6 +294,8 @@ class TiffReader(SourceReader):
             self._open(path)
 
     def _open(self, path: Path) -> None:
+        import zarr  # here: the inventory's OME-TIFF probe needs no Zarr
+
         try:
             self._tif = tifffile.TiffFile(path)
         except Exception as exc:
@@ -322,8 +324,6 @@ class TiffReader(SourceReader):
                     rgb="S" in s.axes and size["C"] == 3,
                 )
             )
-            import zarr  # here: the inventory's OME-TIFF probe needs no Zarr
-
             # Above one thread, the tiles or strips of one read are decoded in parallel.
             store = s.aszarr(level=0, maxworkers=self._threads)
             self._arrays.append(zarr.open_array(store, mode="r"))
@@ -442,15 +442,19 @@ class TiffReader(SourceReader):
         self._tif.close()
 
 
-def accepts(path: Path) -> bool:
-    """Return whether the tifffile fast path reads ``path`` exactly."""
-    if not path.name.lower().endswith(TIFF_SUFFIXES):
-        return False
+def _read_exactly(path: Path) -> tuple[bool, list[Any]] | None:
+    """Return whether ``path`` is an OME-TIFF, and its series, if the fast path reads it."""
     try:
         with _reading(path), tifffile.TiffFile(path) as tif:
-            return _pick_series(tif) is not None
+            series = _pick_series(tif)
+            return None if series is None else (bool(tif.is_ome), series)
     except Exception:
-        return False
+        return None
+
+
+def accepts(path: Path) -> bool:
+    """Return whether the tifffile fast path reads ``path`` exactly."""
+    return path.name.lower().endswith(TIFF_SUFFIXES) and _read_exactly(path) is not None
 
 
 def ome_probe(path: Path) -> Probe | None:
@@ -473,16 +477,10 @@ def ome_probe(path: Path) -> Probe | None:
         What :func:`bioingest.probe.probe` returns for the file; None when the file is
         anything else, or tifffile cannot tell.
     """
-    if not path.name.lower().endswith(OME_TIFF_SUFFIXES):
+    read = _read_exactly(path) if path.name.lower().endswith(OME_TIFF_SUFFIXES) else None
+    if read is None or not read[0] or not read[1]:
         return None
-    try:
-        with _reading(path), tifffile.TiffFile(path) as tif:
-            series = _pick_series(tif) if tif.is_ome else None
-            if not series:
-                return None
-            sizes = tuple(int(np.prod(s.shape)) * s.dtype.itemsize for s in series)
-    except Exception:
-        return None
+    sizes = tuple(int(np.prod(s.shape)) * s.dtype.itemsize for s in read[1])
     text = str(path)
     return Probe(
         path=text,
