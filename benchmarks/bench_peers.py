@@ -19,6 +19,8 @@ Every number of the report is measured in the same run, on inputs generated at r
   over the whole process tree every 50 ms. The bench makes itself a child subreaper, so
   daemons started by a job (bioingest's Bio-Formats JVM server) stay in the tree; they are
   stopped when the run ends.
+* **Where the time goes**: each job of the bioingest run (its start, wall and CPU
+  seconds), Snakemake's start, the time between jobs and the idle core-seconds.
 * **Growth** (``--growth``): bioingest alone at several sizes, in seconds per GiB.
 * **Small files** (``--small-files``): that many 2 x 256 x 256 uint16 OME-TIFFs through the
   whole workflow, against one ome-zarr-py process that loops ``write_image`` over them.
@@ -596,6 +598,20 @@ class TreeMonitor:
                 seen.gone = True
 
 
+#: Processes that serve many jobs: not jobs themselves.
+_SERVERS = ("bioingest warm-server", "bioingest jvm-server")
+
+
+@dataclasses.dataclass
+class Step:
+    """One job of a workflow run: its verb, start (epoch s), wall and CPU seconds."""
+
+    verb: str
+    start: float
+    wall: float
+    cpu: float
+
+
 @dataclasses.dataclass
 class Run:
     """The outcome of one measured command.
@@ -676,6 +692,44 @@ class Run:
                 wall += max(0.0, p.end - p.start)
                 cpu += cpu_of(p)
         return wall, cpu
+
+    def steps(self) -> list[Step]:
+        """Each job of a bioingest workflow run, in the order it started.
+
+        A job is a ``bioingest VERB`` process: the child the warm server forked for it,
+        or the process itself when it ran without the warm Python (the inventory always
+        does: it starts the server). A warm client is left out when the server ran its
+        job. CPU counts each job with its descendants, as :meth:`verb` does.
+        """
+        children: dict[int, list[Proc]] = {}
+        for p in self.procs:
+            children.setdefault(p.ppid, []).append(p)
+
+        def cpu_of(p: Proc) -> float:
+            kids = children.get(p.pid, [])
+            return p.cpu + sum(cpu_of(k) for k in kids if k.label not in _SERVERS)
+
+        def verb(p: Proc) -> str | None:
+            label = p.label.removesuffix(" --warm (client)")
+            if label.startswith("warm "):
+                # A warm child first seen after its exit keeps only its kernel name.
+                label = "bioingest " + label.removeprefix("warm ")
+            if not label.startswith("bioingest ") or label in _SERVERS:
+                return None
+            return label.removeprefix("bioingest ")
+
+        served = [(verb(p), p) for p in self.procs if verb(p) and not p.label.endswith("(client)")]
+        jobs = []
+        for p in self.procs:
+            name = verb(p)
+            if name is None:
+                continue
+            if p.label.endswith("(client)") and any(
+                v == name and p.start <= q.start <= p.end for v, q in served
+            ):
+                continue
+            jobs.append(Step(name, p.start, max(0.0, p.end - p.start), cpu_of(p)))
+        return sorted(jobs, key=lambda j: j.start)
 
     def to_json(self) -> dict[str, Any]:
         """Return the run as plain data (for the JSON next to the report)."""
@@ -1300,6 +1354,7 @@ class Report:
         rss_checks: list[tuple[str, float, str]] = []
         out += self._peer_tables(rss_checks)
         out += self._floor_table()
+        out += self._steps_table()
         out += self._rss_table()
         out += self._growth_table(rss_checks)
         out += self._small_table(rss_checks)
@@ -1392,6 +1447,51 @@ class Report:
                 f"{_met(cw, TARGET_CPU_WALL, at_most=False)} |"
             )
         return [*out, ""]
+
+    def _steps_table(self) -> list[str]:
+        out = [
+            "## Where bioingest's time goes, per input size",
+            "",
+            "The jobs of the workflow run above, in the order they started: start (seconds "
+            "after Snakemake started), wall and CPU seconds (with their children). Snakemake "
+            "start: before the first job. Between jobs: wall time after the first job that no "
+            "job covers (Snakemake scheduling, starting and checking jobs). Idle: core-seconds "
+            f"no process used ({self.args.cores} cores × wall − CPU of the whole tree).",
+            "",
+            "| input | step | starts at s | wall s | CPU s | CPU/wall |",
+            "|---|---|---|---|---|---|",
+        ]
+        for size in self.sizes:
+            bio = size.runs.get("bioingest")
+            if bio is None or not bio.ok:
+                continue
+            steps = bio.steps()
+            begin = min((p.start for p in bio.procs if p.label == "snakemake"), default=None)
+            if not steps or begin is None:
+                continue
+            label = f"{size.mib:.0f} MiB"
+            first = steps[0].start - begin
+            out.append(f"| {label} | Snakemake start | 0.0 | {first:.2f} | – | – |")
+            for step in steps:
+                ratio = step.cpu / step.wall if step.wall > 0 else None
+                out.append(
+                    f"| | {step.verb} | {step.start - begin:.1f} | {step.wall:.2f} | "
+                    f"{step.cpu:.2f} | {_fmt(ratio)} |"
+                )
+            covered, reach = 0.0, steps[0].start
+            for step in steps:
+                end = step.start + step.wall
+                covered += max(0.0, end - max(reach, step.start))
+                reach = max(reach, end)
+            between = max(0.0, bio.seconds - first - covered)
+            idle = self.args.cores * bio.seconds - bio.cpu_seconds()
+            out.append(f"| | between jobs | – | {between:.2f} | – | – |")
+            out.append(
+                f"| | whole run | – | {bio.seconds:.2f} | {bio.cpu_seconds():.2f} | "
+                f"{_fmt(bio.cpu_seconds() / bio.seconds if bio.seconds else None)} |"
+            )
+            out.append(f"| | idle | – | – | {idle:.2f} core-s | – |")
+        return [*out, ""] if len(out) > 8 else []
 
     def _rss_table(self) -> list[str]:
         out = [
