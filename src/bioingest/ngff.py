@@ -1,7 +1,9 @@
 """OME-NGFF metadata (0.4 and 0.5) for images, bioformats2raw collections and plates.
 
-The metadata is written by ome-zarr-py's writers, so the spec's rules live in the
-ecosystem's library, and every group is validated with ome-zarr-models as it is written.
+Every group is validated with ome-zarr-models, the spec's models, as it is written. The
+keys are written here, as ome-zarr-py's writers write them (``tests/test_ngff.py``
+compares both): importing ome-zarr-py imports dask and scikit-image, 0.4 s of every
+run's start.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from typing import Any
 import numpy as np
 import pydantic
 import zarr
-from ome_zarr.format import Format, FormatV04, FormatV05
-from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
 from ome_zarr_models import v04, v05
 
 from bioingest.errors import IngestError
@@ -37,18 +37,19 @@ def axes(*, space_unit: bool, time_unit: bool) -> list[dict[str, str]]:
     return out
 
 
-def _format(version: NgffVersion) -> Format:
-    return FormatV04() if version == "0.4" else FormatV05()
-
-
-def _ome(group: zarr.Group, version: NgffVersion) -> dict[str, Any]:
-    """Return the group's NGFF attributes (0.5: the ``ome`` key)."""
-    attrs = dict(group.attrs)
+def _add(group: zarr.Group, version: NgffVersion, keys: dict[str, Any]) -> None:
+    """Add NGFF keys, in order, to a group's attributes (0.5: under ``ome``)."""
     if version == "0.5":
-        ome = attrs.get("ome", {})
+        ome = group.attrs.get("ome", {})
         assert isinstance(ome, dict)
-        return ome
-    return attrs
+        group.attrs["ome"] = {**ome, **keys}
+    else:
+        group.attrs.update(keys)
+
+
+def _top_version(version: NgffVersion) -> dict[str, str]:
+    """Return the ``ome`` object's ``version`` key (0.5); 0.4 puts one in each object."""
+    return {"version": version} if version == "0.5" else {}
 
 
 def write_multiscale(
@@ -64,8 +65,6 @@ def write_multiscale(
     version: NgffVersion,
 ) -> None:
     """Write an image's ``multiscales`` and ``omero`` metadata, then validate the image.
-
-    The metadata is written with ome-zarr-py and the image validated with ome-zarr-models.
 
     Parameters
     ----------
@@ -105,28 +104,25 @@ def write_multiscale(
         datasets.append(
             {"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
         )
-    write_multiscales_metadata(
-        group,
-        datasets,
-        fmt=_format(version),
-        axes=axes(space_unit=known, time_unit=time_increment_s is not None),
-        name=name,
-        metadata={
-            "method": f"bioingest.pyramid.{method}",
-            "downscale": 2,
-            "omero": omero,
-        },
-    )
-    # ome-zarr-py has no argument for the optional downsampling ``type``.
-    attrs = _ome(group, version)
-    attrs["multiscales"][0]["type"] = method
-    group.attrs.update({"ome": attrs} if version == "0.5" else attrs)
+    multiscale: dict[str, Any] = {
+        "datasets": datasets,
+        "name": name,
+        "metadata": {"method": f"bioingest.pyramid.{method}", "downscale": 2},
+        "axes": axes(space_unit=known, time_unit=time_increment_s is not None),
+    }
+    if version == "0.4":
+        multiscale["version"] = version
+    multiscale["type"] = method
+    _add(group, version, {"omero": omero, **_top_version(version), "multiscales": [multiscale]})
     _validated(group, version, "image")
 
 
 def write_well(group: zarr.Group, *, fields: list[str], version: NgffVersion) -> None:
-    """Write a well's metadata (its field paths) with ome-zarr-py."""
-    write_well_metadata(group, [{"path": f} for f in fields], fmt=_format(version))
+    """Write a well's metadata: its field paths (validated with the plate)."""
+    well: dict[str, Any] = {"images": [{"path": f} for f in fields]}
+    if version == "0.4":
+        well["version"] = version
+    _add(group, version, {**_top_version(version), "well": well})
 
 
 def write_plate(
@@ -141,19 +137,20 @@ def write_plate(
 ) -> None:
     """Write a plate's metadata, then validate the whole plate (wells and fields included).
 
-    The metadata is written with ome-zarr-py and the plate validated with ome-zarr-models.
-
     ``wells`` holds the (row index, column index) of every well, in writing order.
     """
-    write_plate_metadata(
-        group,
-        rows,
-        columns,
-        [{"path": f"{rows[r]}/{columns[c]}", "rowIndex": r, "columnIndex": c} for r, c in wells],
-        fmt=_format(version),
-        field_count=field_count,
-        name=name,
-    )
+    plate: dict[str, Any] = {
+        "columns": [{"name": c} for c in columns],
+        "rows": [{"name": r} for r in rows],
+        "wells": [
+            {"path": f"{rows[r]}/{columns[c]}", "rowIndex": r, "columnIndex": c} for r, c in wells
+        ],
+        "name": name,
+        "field_count": field_count,
+        # Also in 0.5, where ome-zarr-models still asks for it.
+        "version": version,
+    }
+    _add(group, version, {**_top_version(version), "plate": plate})
     _validated(group, version, "plate")
 
 
@@ -165,16 +162,15 @@ def write_collection(
     The collection is marked by ``bioformats2raw.layout`` 3; the series are listed in the
     ``OME`` group.
 
-    ome-zarr-py has no writer for this transitional layout, so the keys are written here.
     """
-    root.attrs.update(wrap(version, {"bioformats2raw.layout": 3}))
+    _add(root, version, {**_top_version(version), "bioformats2raw.layout": 3})
     describe_series(ome, series=series, version=version)
     _validated(root, version, "bioformats2raw")
 
 
 def describe_series(ome: zarr.Group, *, series: list[str], version: NgffVersion) -> None:
     """List the image paths of every series in the ``OME`` group."""
-    ome.attrs.update(wrap(version, {"series": series}))
+    _add(ome, version, {**_top_version(version), "series": series})
 
 
 def _validated(group: zarr.Group, version: NgffVersion, kind: str) -> None:
@@ -202,13 +198,6 @@ def _validated(group: zarr.Group, version: NgffVersion, kind: str) -> None:
                 + first["msg"]
                 + (f" (and {more} more problems)" if more else ""),
             ) from None
-
-
-def wrap(version: NgffVersion, attrs: dict[str, Any]) -> dict[str, Any]:
-    """Place NGFF keys where each version expects them (0.5: under ``ome``)."""
-    if version == "0.5":
-        return {"ome": {"version": "0.5", **attrs}}
-    return attrs
 
 
 def row_name(index: int, convention: str) -> str:
