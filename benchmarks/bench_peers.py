@@ -562,7 +562,7 @@ class TreeMonitor:
                             cmdline = []
                         name = proc.name()
                         if status == psutil.STATUS_ZOMBIE:
-                            name += " (seen only after it exited)"
+                            name += EXITED
                         start = _start_epoch(proc.pid, self._boot_epoch)
                         seen = Proc(
                             pid=proc.pid,
@@ -597,6 +597,9 @@ class TreeMonitor:
                 seen.end = (max(seen.last_alive, seen.start) + now) / 2
                 seen.gone = True
 
+
+#: Appended to the name of a process first seen as a zombie (its command line is gone).
+EXITED = " (seen only after it exited)"
 
 #: Processes that serve many jobs: not jobs themselves.
 _SERVERS = ("bioingest warm-server", "bioingest jvm-server")
@@ -710,7 +713,7 @@ class Run:
             return p.cpu + sum(cpu_of(k) for k in kids if k.label not in _SERVERS)
 
         def verb(p: Proc) -> str | None:
-            label = p.label.removesuffix(" --warm (client)")
+            label = p.label.removesuffix(" --warm (client)").removesuffix(EXITED)
             if label.startswith("warm "):
                 # A warm child first seen after its exit keeps only its kernel name.
                 label = "bioingest " + label.removeprefix("warm ")

@@ -67,12 +67,16 @@ def test_steps_of_a_warm_workflow_run() -> None:
             # A warm child first seen after its exit keeps its kernel name.
             proc(9, 1, "bioingest provenance --warm (client)", 6.1, 6.5, 0.03),
             proc(10, 3, "warm provenance", 6.15, 6.45, 0.2),
+            # Seen only as a zombie: its kernel name, marked so.
+            proc(11, 1, "bioingest report --warm (client)", 6.5, 6.7, 0.03),
+            proc(12, 3, "warm report (seen only after it exited)", 6.6, 6.65, 0.05),
         ],
     )
     steps = run.steps()
-    assert [s.verb for s in steps] == ["inventory", "convert", "provenance"]
+    assert [s.verb for s in steps] == ["inventory", "convert", "provenance", "report"]
     assert [(s.start, s.wall, s.cpu) for s in steps] == [
         pytest.approx((1.2, 0.8, 0.7)),
         pytest.approx((2.15, 3.8, 7.1)),
         pytest.approx((6.15, 0.3, 0.2)),
+        pytest.approx((6.6, 0.05, 0.05)),
     ]
