@@ -668,8 +668,9 @@ class Run:
     def verb(self, name: str) -> tuple[float, float]:
         """Wall and CPU seconds of every ``bioingest NAME`` process.
 
-        CPU counts each process with its descendants (other than a Bio-Formats server it
-        may have started, which serves other jobs too); wall is each process's lifetime.
+        CPU counts each process with its descendants (other than a server it may have
+        started, Bio-Formats' or the warm Python, which serves other jobs too); wall is each
+        process's lifetime.
 
         Parameters
         ----------
@@ -681,20 +682,25 @@ class Run:
         tuple of float
             Summed wall seconds and summed CPU seconds.
         """
-        children: dict[int, list[Proc]] = {}
-        for p in self.procs:
-            children.setdefault(p.ppid, []).append(p)
-
-        def cpu_of(p: Proc) -> float:
-            kids = children.get(p.pid, [])
-            return p.cpu + sum(cpu_of(k) for k in kids if k.label != "bioingest jvm-server")
-
+        cpu_of = self._cpu_with_children()
         wall = cpu = 0.0
         for p in self.procs:
             if p.label == f"bioingest {name}":
                 wall += max(0.0, p.end - p.start)
                 cpu += cpu_of(p)
         return wall, cpu
+
+    def _cpu_with_children(self) -> Callable[[Proc], float]:
+        """CPU seconds of a process and its descendants, servers left out."""
+        children: dict[int, list[Proc]] = {}
+        for p in self.procs:
+            children.setdefault(p.ppid, []).append(p)
+
+        def cpu_of(p: Proc) -> float:
+            kids = children.get(p.pid, [])
+            return p.cpu + sum(cpu_of(k) for k in kids if k.label not in _SERVERS)
+
+        return cpu_of
 
     def steps(self) -> list[Step]:
         """Each job of a bioingest workflow run, in the order it started.
@@ -704,13 +710,7 @@ class Run:
         does: it starts the server). A warm client is left out when the server ran its
         job. CPU counts each job with its descendants, as :meth:`verb` does.
         """
-        children: dict[int, list[Proc]] = {}
-        for p in self.procs:
-            children.setdefault(p.ppid, []).append(p)
-
-        def cpu_of(p: Proc) -> float:
-            kids = children.get(p.pid, [])
-            return p.cpu + sum(cpu_of(k) for k in kids if k.label not in _SERVERS)
+        cpu_of = self._cpu_with_children()
 
         def verb(p: Proc) -> str | None:
             label = p.label.removesuffix(" --warm (client)").removesuffix(EXITED)
@@ -1464,6 +1464,7 @@ class Report:
             "| input | step | starts at s | wall s | CPU s | CPU/wall |",
             "|---|---|---|---|---|---|",
         ]
+        header = len(out)
         for size in self.sizes:
             bio = size.runs.get("bioingest")
             if bio is None or not bio.ok:
@@ -1494,7 +1495,7 @@ class Report:
                 f"{_fmt(bio.cpu_seconds() / bio.seconds if bio.seconds else None)} |"
             )
             out.append(f"| | idle | – | – | {idle:.2f} core-s | – |")
-        return [*out, ""] if len(out) > 8 else []
+        return [*out, ""] if len(out) > header else []
 
     def _rss_table(self) -> list[str]:
         out = [
