@@ -161,7 +161,6 @@ def write_collection(
 
     The collection is marked by ``bioformats2raw.layout`` 3; the series are listed in the
     ``OME`` group.
-
     """
     _add(root, version, {**_top_version(version), "bioformats2raw.layout": 3})
     describe_series(ome, series=series, version=version)
