@@ -429,6 +429,12 @@ class Proc:
     gone: bool = False
 
 
+#: Appended to the name of a process first seen as a zombie (its command line is gone).
+EXITED = " (seen only after it exited)"
+#: Appended to a warm job's client: the process Snakemake runs, waiting on the server.
+CLIENT = " --warm (client)"
+
+
 def label_of(cmdline: Sequence[str], name: str) -> str:
     """Name a process shortly and stably, from its command line.
 
@@ -453,7 +459,7 @@ def label_of(cmdline: Sequence[str], name: str) -> str:
                 # A job forked by the warm server (it names itself after its verb).
                 return f"bioingest {name.removeprefix('warm ')}"
             if "--warm" in cmdline:
-                return f"bioingest {cmdline[i + 1]} --warm (client)"
+                return f"bioingest {cmdline[i + 1]}{CLIENT}"
             return f"bioingest {cmdline[i + 1]}"
     exe = Path(cmdline[0]).name
     if exe == "java":
@@ -598,9 +604,6 @@ class TreeMonitor:
                 seen.gone = True
 
 
-#: Appended to the name of a process first seen as a zombie (its command line is gone).
-EXITED = " (seen only after it exited)"
-
 #: Processes that serve many jobs: not jobs themselves.
 _SERVERS = ("bioingest warm-server", "bioingest jvm-server")
 
@@ -713,7 +716,7 @@ class Run:
         cpu_of = self._cpu_with_children()
 
         def verb(p: Proc) -> str | None:
-            label = p.label.removesuffix(" --warm (client)").removesuffix(EXITED)
+            label = p.label.removesuffix(CLIENT).removesuffix(EXITED)
             if label.startswith("warm "):
                 # A warm child first seen after its exit keeps only its kernel name.
                 label = "bioingest " + label.removeprefix("warm ")
@@ -721,13 +724,11 @@ class Run:
                 return None
             return label.removeprefix("bioingest ")
 
-        served = [(verb(p), p) for p in self.procs if verb(p) and not p.label.endswith("(client)")]
+        named = [(name, p) for p in self.procs if (name := verb(p)) is not None]
+        served = [(name, p) for name, p in named if not p.label.endswith(CLIENT)]
         jobs = []
-        for p in self.procs:
-            name = verb(p)
-            if name is None:
-                continue
-            if p.label.endswith("(client)") and any(
+        for name, p in named:
+            if p.label.endswith(CLIENT) and any(
                 v == name and p.start <= q.start <= p.end for v, q in served
             ):
                 continue
