@@ -7,14 +7,16 @@ converts within 1 GiB per process, and with the memory of an image 2.5 times sma
 rows of shards.
 
 One run's peak varies with thread timing (which of the reader's, downsampler's and
-writer's buffers are alive at once, and what glibc's per-thread arenas keep): ``pyramid``
-peaked 390-435 MiB over four runs of the smaller image and 466-536 MiB over four of the
-larger, here. So every run must stay under the cap, but the two images are compared by the
-lowest of three runs, which a per-block leak would still raise 2.5-fold.
+writer's buffers are alive at once, and what glibc's arenas keep). With one arena per
+thread, ``pyramid`` peaked 343-400 MiB over five runs of the smaller image and 402-472 MiB
+over five of the larger, here; with the CLI's one arena per core, 338-355 and 370-404 MiB.
+So every run must stay under the cap, but the two images are compared by the lowest of
+three runs, which a per-block leak would still raise 2.5-fold.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -26,8 +28,6 @@ import zarr
 
 from bioingest.readers.bioformats import BioFormatsReader
 from conftest import BIN
-
-pytestmark = [pytest.mark.java, pytest.mark.slow]
 
 CAP_MIB = 1024
 PROBE = (
@@ -68,12 +68,54 @@ def convert_and_pyramid(
     return fake, out, convert, pyramids
 
 
+# Threads that each take memory from malloc and wait for the others, so that none hands its
+# arena on; then glibc lists its arenas on stderr.
+ARENAS = """
+import ctypes, os, sys, threading
+import bioingest.cli
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+count = int(sys.argv[1])
+barrier = threading.Barrier(count)
+def take():
+    libc.malloc(1 << 20)
+    barrier.wait()
+threads = [threading.Thread(target=take) for _ in range(count)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.malloc_stats()
+"""
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_the_cli_gives_malloc_one_arena_per_core(given: str | None) -> None:
+    cores = len(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if given is not None:
+        env["MALLOC_ARENA_MAX"] = given
+    threads = cores + 4
+    proc = subprocess.run(
+        [sys.executable, "-c", ARENAS, str(threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    arenas = proc.stderr.count("Arena ")
+    # Uncapped, glibc would give each of the threads an arena besides the main one.
+    assert arenas == (int(given) if given else cores), proc.stderr
+
+
 @pytest.fixture(scope="module")
 def smaller(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[float]]:
     _, _, convert, pyramids = convert_and_pyramid(tmp_path_factory.mktemp("m12k"), 30_000, 12_000)
     return convert, pyramids
 
 
+@pytest.mark.java
+@pytest.mark.slow
 def test_30000_squared_within_cap(tmp_path: Path, smaller: tuple[float, list[float]]) -> None:
     fake, out, convert, pyramids = convert_and_pyramid(tmp_path, 30_000)
     assert convert <= CAP_MIB, f"convert peaked at {convert:.0f} MiB"
