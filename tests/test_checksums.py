@@ -555,7 +555,7 @@ def test_run_crate_loads_validates_and_is_portable(runs: tuple[Path, Path], inpu
     # Every installed direct dependency of bioingest, at the version that ran.
     from bioingest.provenance import dependencies
 
-    assert {"numpy", "pandas", "ome-zarr-models", "jsonschema", "PyYAML"} <= set(dependencies())
+    assert {"numpy", "pyarrow", "ome-zarr-models", "jsonschema", "PyYAML"} <= set(dependencies())
     for dist in dependencies():
         assert versions[dist] == importlib.metadata.version(dist), dist
     config = json.loads(graph["#config"]["value"])

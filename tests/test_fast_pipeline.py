@@ -27,7 +27,7 @@ from bioingest.pyramid import StoreOptions
 from bioingest.qc import Thresholds, run_qc
 from bioingest.records import ATTR
 from bioingest.schemas import load_schema
-from bioingest.tables import qc_rows
+from bioingest.tables import CHANNEL_COLUMNS, QC_COLUMNS, qc_rows, write_tables
 
 RNG = np.random.default_rng(14)
 #: Small chunks, so images of a few hundred pixels get several pyramid levels.
@@ -316,3 +316,38 @@ def test_metadata_verb_writes_the_record_the_workflow_writes(
     assert written == printed
     assert printed["dataset"] == "renamed"
     assert printed["series"] == got.record["series"]
+
+
+def test_tables_keep_each_columns_declared_type(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pixels = RNG.integers(0, 4096, size=(1, 2, 1, 40, 50), dtype=np.uint16)
+    got = ingest(tmp_path / "d", "digits", [Image(pixels, channels=["488", 'a\t"b'])])
+    out = tmp_path / "summary"
+    write_tables([tmp_path / "d" / "metadata.json", tmp_path / "d" / "qc.json"], out)
+
+    channels = (out / "channels.tsv").read_text(encoding="utf-8").splitlines()
+    assert channels[0].split("\t") == CHANNEL_COLUMNS
+    # Digits stay text; a tab or a quote in a value is quoted, as csv does.
+    assert channels[1].split("\t")[:4] == ["digits", "0", "0", "488"]
+    assert channels[2].startswith('digits\t0\t1\t"a\t""b"\t')
+    schema = pq.read_schema(out / "channels.parquet")
+    assert [str(schema.field(c).type) for c in ("series", "name", "excitation_nm")] == [
+        "int64",
+        "string",
+        "double",
+    ]
+    # A column with no value in this run is still typed.
+    assert pq.read_table(out / "channels.parquet").column("excitation_nm").null_count == 2
+    images = pq.read_table(out / "images.parquet")
+    assert str(images.schema.field("physical_size_x_um").type) == "double"
+    assert images.column("size_x").to_pylist() == [50]
+
+    qc = (out / "qc.tsv").read_text(encoding="utf-8").splitlines()
+    row = dict(zip(QC_COLUMNS, qc[1].split("\t"), strict=True))
+    first = got.qc["series"][0]["channels"][0]
+    assert (row["label"], row["min"], row["mean"]) == (
+        "488",
+        f"{first['min']:.1f}",
+        repr(first["mean"]),
+    )
