@@ -7,7 +7,9 @@ The source is :class:`array_reader.ArrayReader`, given to ``convert`` as its rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import zarr
 
 from array_reader import ArrayReader, Image, Plate
 from bioingest import pyramid
+from bioingest.arrays import Method
 from bioingest.checksum import store_pixel_hashes
 from bioingest.convert import convert
+from bioingest.levels import RANGE_ATTR, downsample, level_shapes
 from bioingest.metadata import build_record
 from bioingest.pixelhash import pixel_hash
 from bioingest.pyramid import StoreOptions
@@ -28,6 +32,7 @@ from bioingest.qc import Thresholds, run_qc
 from bioingest.records import ATTR
 from bioingest.schemas import load_schema
 from bioingest.tables import CHANNEL_COLUMNS, QC_COLUMNS, qc_rows, write_tables
+from bioingest.targets import NgffVersion
 
 RNG = np.random.default_rng(14)
 #: Small chunks, so images of a few hundred pixels get several pyramid levels.
@@ -146,7 +151,7 @@ def test_pixels_levels_and_scales_of_a_5d_image(
     levels = [got.level("", k) for k in range(3)]
     np.testing.assert_array_equal(levels[0], pixels)
     assert [lv.shape[3:] for lv in levels] == [(150, 200), (75, 100), (38, 50)]
-    assert pyramid.level_shapes(150, 200, opts) == [(150, 200), (75, 100), (38, 50)]
+    assert level_shapes(150, 200, opts) == [(150, 200), (75, 100), (38, 50)]
     assert "3" not in root
     # Each level is the previous one halved (the odd 75 rows padded by repetition).
     for k in (1, 2):
@@ -351,3 +356,78 @@ def test_tables_keep_each_columns_declared_type(tmp_path: Path) -> None:
         f"{first['min']:.1f}",
         repr(first["mean"]),
     )
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "method", "version", "band_rows", "rgb"),
+    [
+        ((1, 2, 2, 301, 263), np.uint16, "mean", "0.5", None, False),
+        ((2, 1, 1, 257, 300), np.int16, "mean", "0.4", 37, False),
+        ((1, 1, 3, 200, 199), np.float32, "mean", "0.5", 51, False),
+        ((1, 2, 1, 190, 260), np.uint8, "mode", "0.5", 45, False),
+        ((1, 1, 1, 260, 190), np.uint32, "nearest", "0.4", None, False),
+        ((1, 3, 1, 171, 250), np.uint8, "mean", "0.5", 33, True),
+    ],
+)
+def test_levels_convert_builds_are_the_ones_pyramid_builds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shape: tuple[int, ...],
+    dtype: Any,
+    method: Method,
+    version: NgffVersion,
+    band_rows: int | None,
+    rgb: bool,
+) -> None:
+    from bioingest import convert as convert_module
+
+    if band_rows is not None:
+        # Bands of an odd number of rows: a row waits for its pair in the next band.
+        row_bytes = shape[4] * np.dtype(dtype).itemsize * (3 if rgb else 1)
+        monkeypatch.setattr(convert_module, "BAND_BYTES", band_rows * row_bytes)
+    if np.dtype(dtype).kind == "f":
+        pixels = RNG.normal(100, 30, size=shape).astype(dtype)
+    else:
+        pixels = RNG.integers(0, 200, size=shape).astype(dtype)
+    opts = dataclasses.replace(OPTS, method=method, version=version)
+    got = ingest(tmp_path / "a", "lv", [Image(pixels, rgb=rgb)], opts=opts)
+    shapes = level_shapes(shape[3], shape[4], opts)
+    assert len(shapes) >= 3
+    for k in range(1, len(shapes)):
+        built = got.intermediate / "levels" / "0" / str(k)
+        linked = sorted(
+            p
+            for p in (got.store / str(k)).rglob("*")
+            if p.is_file() and p.name not in {"zarr.json", ".zarray", ".zattrs"}
+        )
+        assert linked, k
+        for chunk in linked:
+            source = built / chunk.relative_to(got.store / str(k))
+            assert chunk.stat().st_ino == source.stat().st_ino, chunk
+    # The same store with the levels built and the data ranges measured by pyramid, from
+    # level 0: the same bytes.
+    shutil.rmtree(got.intermediate / "levels")
+    del zarr.open_array(got.intermediate / "0", mode="r+").attrs[RANGE_ATTR]
+    again = tmp_path / "again" / "lv.ome.zarr"
+    pyramid.build(got.intermediate, tmp_path / "a" / "lv.ome.xml", again, name="lv", opts=opts)
+    assert _files(again) == _files(got.store)
+    # Asked for another method, pyramid builds the levels itself.
+    other: Method = "nearest" if method != "nearest" else "mean"
+    rebuilt = tmp_path / "other" / "lv.ome.zarr"
+    fresh = ingest(tmp_path / "b", "lv", [Image(pixels, rgb=rgb)], opts=opts)
+    pyramid.build(
+        fresh.intermediate,
+        tmp_path / "b" / "lv.ome.xml",
+        rebuilt,
+        name="lv",
+        opts=dataclasses.replace(opts, method=other),
+    )
+    plane = pixels[0, 0, 0]
+    level1 = zarr.open_group(rebuilt, mode="r")["1"][0, 0, 0]
+    np.testing.assert_array_equal(level1, downsample(plane, other))

@@ -11,7 +11,8 @@ import zarr
 
 from bioingest import ngff
 from bioingest.errors import IngestError
-from bioingest.pyramid import StoreOptions, downsample, level_shapes
+from bioingest.levels import downsample, level_shapes
+from bioingest.pyramid import StoreOptions
 from bioingest.store import image_paths
 
 DTYPES = ["uint8", "uint16", "int16", "uint32", "float32", "float64"]

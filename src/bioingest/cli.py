@@ -176,7 +176,7 @@ def _cmd_assemble(args: argparse.Namespace) -> None:
     assemble(args.parts, source_json_path=args.source_json, zarr_path=args.zarr)
 
 
-def _store_options(args: argparse.Namespace, verb: str, **extra: Any) -> StoreOptions:
+def _store_options(args: argparse.Namespace, verb: str) -> StoreOptions:
     """Return the final store's settings: the target's, overridden by the options given."""
     from bioingest import targets
     from bioingest.arrays import StoreOptions
@@ -196,15 +196,16 @@ def _store_options(args: argparse.Namespace, verb: str, **extra: Any) -> StoreOp
         chunk_size=store.chunk_size,
         shard_chunks=store.shard_chunks,
         compression_level=store.compression_level,
+        method=args.method,
+        min_size=args.min_size,
         threads=args.threads,
-        **extra,
     )
 
 
 def _cmd_pyramid(args: argparse.Namespace) -> None:
     from bioingest.pyramid import write_step
 
-    opts = _store_options(args, "pyramid", method=args.method, min_size=args.min_size)
+    opts = _store_options(args, "pyramid")
     name = args.name or layout.name_of_store(args.out)
     study = _study(args.study)
     written = write_step(
@@ -504,8 +505,8 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
     """Return the options several verbs share, as parent parsers.
 
     They are ``--log``; the options that choose and size the Bio-Formats JVM; the hashing
-    threads of ``checksum`` and ``verify``; the final store's layout, codec and coding
-    threads, for ``convert`` (level 0) and ``pyramid`` (the other levels).
+    threads of ``checksum`` and ``verify``; the final store's layout, codec, levels and
+    coding threads, for ``convert`` (which writes the levels) and ``pyramid``.
     """
     log_option = argparse.ArgumentParser(add_help=False)
     log_option.add_argument("--log", type=Path, help="also write messages to this file")
@@ -531,7 +532,8 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
     )
     from bioingest import targets
 
-    # The final store's layout and codec: convert writes level 0 with them, pyramid the rest.
+    # The final store's layout, codec and levels: convert writes them, pyramid links them
+    # (or writes them, when convert's were made with other settings).
     store_options = argparse.ArgumentParser(add_help=False)
     store_options.add_argument(
         "--target",
@@ -555,6 +557,18 @@ def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
     )
     store_options.add_argument(
         "--compression-level", type=int, help="zstd level (default: the target's)"
+    )
+    store_options.add_argument(
+        "--method",
+        choices=["mean", "nearest", "mode"],
+        default="mean",
+        help="downsampling of the levels; nearest or mode for label images (default: mean)",
+    )
+    store_options.add_argument(
+        "--min-size",
+        type=_positive,
+        default=64,
+        help="smallest plane edge a level may have (default: 64)",
     )
     store_options.add_argument(
         "--threads",
@@ -627,10 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "convert",
         parents=[log_option, java_options, store_options],
-        help="read a source once into its final level 0, losslessly, plus OME-XML",
+        help="read a source once into its final levels, losslessly, plus OME-XML",
         description="Stream every series of SOURCE at full resolution, in bands of rows, "
         "into an intermediate store whose arrays are laid out and compressed as the final "
-        "store's level 0 (the store options below), hashing the pixels as they are read; "
+        "store's levels (the store options below), hashing the pixels as they are read; "
         "save the reader's complete OME-XML.",
     )
     p.add_argument("source", type=Path, help="main file of the dataset")
@@ -852,18 +866,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert's description: a recorded failure writes a note instead of a store",
     )
     p.add_argument("--name", default="", help="dataset name (default: from --out)")
-    p.add_argument(
-        "--method",
-        choices=["mean", "nearest", "mode"],
-        default="mean",
-        help="downsampling; nearest or mode for label images (default: mean)",
-    )
-    p.add_argument(
-        "--min-size",
-        type=_positive,
-        default=64,
-        help="smallest plane edge a level may have (default: 64)",
-    )
     p.add_argument("--study", type=Path, help="study metadata YAML for the store's RO-Crate")
     p.set_defaults(func=_cmd_pyramid)
 

@@ -1,8 +1,10 @@
-"""Stage 1: read a source once into its final level 0, hashing the pixels as they are read.
+"""Stage 1: read a source once into its final levels, hashing the pixels as they are read.
 
 Each series becomes one array of an intermediate store, laid out and compressed as the
-final store's level 0, which ``pyramid`` then links into place; the pixel-content hash
-(:mod:`bioingest.pixelhash`) is taken from the pixels as the reader returned them.
+final store's level 0, and its further levels are built from the same bands
+(``levels/SERIES/K``, :class:`~bioingest.levels.BandLevels`); ``pyramid`` then links them
+into place. The pixel-content hash (:mod:`bioingest.pixelhash`) and each channel's data
+range are taken from the pixels as the reader returned them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -21,6 +24,7 @@ import zarr
 from bioingest import __version__, arrays, atomic
 from bioingest.arrays import StoreOptions
 from bioingest.errors import IngestError, ServiceError
+from bioingest.levels import LEVELS, RANGE_ATTR, BandLevels, finite_range, levels_of
 from bioingest.progress import Progress
 from bioingest.readers import ReaderChoice, SeriesInfo, SourceReader, open_source
 from bioingest.records import (
@@ -73,15 +77,19 @@ def _read_band(
 def _copy_series(
     reader: SourceReader, info: SeriesInfo, root: zarr.Group, opts: StoreOptions, tile: int
 ) -> str:
-    """Write one series as the final level 0; return the pixel hash of what was read.
+    """Write one series as the final levels; return the pixel hash of what was read.
 
     The source is read once, in bands of full-width rows (in tiles of ``tile`` columns
     unless the reader reads whole rows as cheaply), and each band is hashed in canonical
     order while the writer's threads encode the one before. Colour samples stored together
     are hashed in canonical order too: the first sample directly, the others from spill
-    files once their planes are complete.
+    files once their planes are complete. Each band also goes to the further levels
+    (``levels/SERIES``) and to its channel's data range (the series array's
+    :data:`~bioingest.levels.RANGE_ATTR`).
     """
     arr = arrays.create_level(root, str(info.index), info.shape, info.dtype, opts)
+    levels = root.require_group(LEVELS).create_group(str(info.index))
+    ranges: list[tuple[float, float]] = [(math.inf, -math.inf)] * info.size_c
     rows = _band_rows(info, int(arr.chunks[3]))
     step = info.samples
     little = np.dtype(info.dtype).newbyteorder("<")
@@ -93,7 +101,10 @@ def _copy_series(
     )
     width = info.size_x if reader.reads_whole_rows else tile
     path = arrays.array_path(root, str(info.index))
-    with arrays.Writer(path, workers=opts.workers) as writer:
+    with (
+        arrays.Writer(path, workers=opts.workers) as writer,
+        BandLevels(levels, info.shape, info.dtype, opts=opts) as smaller,
+    ):
         for t in range(info.size_t):
             for c in range(0, info.size_c, step):
                 with contextlib.ExitStack() as stack:
@@ -109,11 +120,19 @@ def _copy_series(
                             for spill, sample in zip(spills, ordered[1:], strict=True):
                                 spill.write(np.ascontiguousarray(sample).data)
                             writer.write((t, slice(c, c + step), z, slice(y, y + h)), band)
+                            for s, plane in enumerate(band):
+                                low, high = finite_range(plane)
+                                was = ranges[c + s]
+                                ranges[c + s] = (min(was[0], low), max(was[1], high))
+                                smaller.add((t, c + s, z), plane, last=y + h >= info.size_y)
                             progress.advance(step)
                     for spill in spills:
                         spill.seek(0)
                         while piece := spill.read(SPILL_READ):
                             digest.update(piece)
+    if all((math.isfinite(low) and math.isfinite(high)) or low > high for low, high in ranges):
+        # (An infinite value has no JSON: pyramid then measures the range itself.)
+        arr.attrs[RANGE_ATTR] = [[low, high] if low <= high else None for low, high in ranges]
     return digest.hexdigest()
 
 
@@ -156,9 +175,9 @@ def convert(
     tile_size
         Width of the tiles read; with the pixel type it bounds the reader's memory use.
     opts
-        Layout and codec of the final store: each series is written as its level 0, which
-        ``pyramid`` links into the final store when its settings are the same (default:
-        :class:`~bioingest.arrays.StoreOptions`).
+        Layout, codec and levels of the final store: each series is written as its
+        levels, which ``pyramid`` links into the final store when its settings are the same
+        (default: :class:`~bioingest.arrays.StoreOptions`).
     jar, maven, heap_mb
         Bio-Formats location and Java heap; see :func:`bioingest.java.start_jvm`.
     jvm_server
@@ -295,7 +314,11 @@ def assemble(parts: list[Path], *, source_json_path: Path, zarr_path: Path) -> N
         raise IngestError(zarr_path, "the parts were written with different store settings")
     with atomic.atomic_dir(zarr_path) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=formats.pop())
+        root.require_group(LEVELS)
         for name, part in owner.items():
             shutil.copytree(part / name, tmp / name, copy_function=atomic.link_or_copy)
+            built = levels_of(part / name)
+            if built.is_dir():
+                shutil.copytree(built, levels_of(tmp / name), copy_function=atomic.link_or_copy)
         write_intermediate(root, description)
     log.info("assemble %s: %d series from %d parts", zarr_path.name, len(owner), len(parts))

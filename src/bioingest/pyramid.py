@@ -1,4 +1,4 @@
-"""Stage 2: the final OME-Zarr, its level 0 linked from convert's store, the rest built on it."""
+"""Stage 2: the final OME-Zarr, its levels linked from convert's store (or built here)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ from bioingest import arrays, atomic, metadata, ngff, omexml, provenance
 from bioingest.arrays import Method, StoreOptions
 from bioingest.display import display_channels
 from bioingest.errors import IngestError
+from bioingest.levels import (
+    METHOD_ATTR,
+    RANGE_ATTR,
+    downsample,
+    finite_range,
+    level_shapes,
+    levels_of,
+)
 from bioingest.progress import Progress
 from bioingest.records import (
     SeriesRecord,
@@ -32,72 +40,6 @@ from bioingest.tiles import regions, tiles
 log = logging.getLogger("bioingest")
 
 Layout = Literal["image", "bioformats2raw", "plate"]
-
-
-def level_shapes(size_y: int, size_x: int, opts: StoreOptions) -> list[tuple[int, int]]:
-    """Plane shapes of every level: halve until the plane fits one chunk or gets too small."""
-    shapes = [(size_y, size_x)]
-    y, x = size_y, size_x
-    while max(y, x) > opts.chunk_size and min(math.ceil(y / 2), math.ceil(x / 2)) >= opts.min_size:
-        y, x = math.ceil(y / 2), math.ceil(x / 2)
-        shapes.append((y, x))
-    return shapes
-
-
-def downsample(block: np.ndarray, method: Method) -> np.ndarray:
-    """Halve a 2-D block in Y and X; odd edges are padded by repetition."""
-    h, w = block.shape
-    if h % 2 or w % 2:
-        block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
-    if method == "nearest":
-        nearest: np.ndarray = block[::2, ::2].copy()
-        return nearest
-    if method == "mean" and np.issubdtype(block.dtype, np.integer) and block.dtype.itemsize <= 4:
-        return _integer_mean(block)
-    quads = np.stack([block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]])
-    if method == "mode":
-        counts = np.stack([(quads == quads[i]).sum(axis=0) for i in range(4)])
-        pick = counts.argmax(axis=0)[None]
-        picked: np.ndarray = np.take_along_axis(quads, pick, axis=0)[0]
-        return picked
-    mean: np.ndarray = quads.mean(axis=0, dtype=np.float64)
-    if np.issubdtype(block.dtype, np.integer):
-        mean = np.rint(mean)
-    result: np.ndarray = mean.astype(block.dtype)
-    return result
-
-
-#: Input rows averaged at once: the temporaries stay in the CPU's cache (twice as fast as
-#: a whole block at once, and no fresh memory).
-MEAN_ROWS = 256
-
-
-def _integer_mean(block: np.ndarray) -> np.ndarray:
-    """Mean of each 2x2 quad rounded half to even, as ``np.rint``, in integer arithmetic."""
-    out = np.empty((block.shape[0] // 2, block.shape[1] // 2), dtype=block.dtype)
-    for y in range(0, block.shape[0], MEAN_ROWS):
-        out[y // 2 : (y + MEAN_ROWS) // 2] = _quad_means(block[y : y + MEAN_ROWS])
-    return out
-
-
-def _quad_means(block: np.ndarray) -> np.ndarray:
-    """:func:`_integer_mean` of a block of few rows."""
-    wide: type[np.integer[Any]] = np.int64
-    if block.dtype.itemsize < 4:
-        wide = np.int32 if block.dtype.kind == "i" else np.uint32
-    total: np.ndarray[Any, np.dtype[np.integer[Any]]] = block[0::2, 0::2].astype(wide)
-    total += block[0::2, 1::2]
-    total += block[1::2, 0::2]
-    total += block[1::2, 1::2]
-    # total = 4q + r: q + 1 for r = 3, and for r = 2 with q odd; as (total + 1 + q % 2) // 4
-    # (shifts floor negative totals too), in place.
-    odd = total >> 2
-    odd &= 1
-    total += odd
-    total += 1
-    total >>= 2
-    result: np.ndarray = total.astype(block.dtype)
-    return result
 
 
 @dataclass(frozen=True)
@@ -145,28 +87,46 @@ def write_image(group: zarr.Group, source: Path, info: ImageInfo, *, opts: Store
 
     ``source`` is the series' array folder in the intermediate store.
 
-    Level 0 is the series itself: its chunk files are hard-linked when ``convert`` wrote
-    them with the same settings, else re-encoded. Each further level is built from the one
-    before, shard by shard. The ``omero`` block's display windows come from the data range
-    measured while level 0 is read for level 1.
+    Each level's chunk files are hard-linked from what ``convert`` wrote when it wrote
+    that level with the same settings (level 0 always, the others with the same method
+    too); else level 0 is re-encoded and each further level built from the one before,
+    shard by shard. The ``omero`` block's display windows are the data ranges ``convert``
+    measured, or are measured here from level 0.
     """
     series = zarr.open_array(source, mode="r")
     size_t, size_c, size_z, size_y, size_x = series.shape
     dtype = series.dtype
+    planes = size_t * size_c * size_z
     shapes = level_shapes(size_y, size_x, opts)
-    progress = Progress(f"pyramid {info.name}", size_t * size_c * size_z * len(shapes))
+    progress = Progress(f"pyramid {info.name}", planes * len(shapes))
     level0 = arrays.create_level(group, "0", series.shape, dtype, opts)
     _level_zero(source, level0, arrays.array_path(group, "0"), opts)
-    progress.advance(size_t * size_c * size_z)
+    progress.advance(planes)
     ranges = _Ranges(size_c)
+    recorded = series.attrs.get(RANGE_ATTR)
+    if isinstance(recorded, list):
+        for c, window in enumerate(recorded):
+            if window is not None:
+                ranges.include(c, *window)
+    measured = isinstance(recorded, list)
+    built = levels_of(source)
+    same_method = (
+        built.is_dir() and zarr.open_group(built, mode="r").attrs.get(METHOD_ATTR) == opts.method
+    )
     previous = arrays.array_path(group, "0")
     for k, (ly, lx) in enumerate(shapes[1:], start=1):
         arrays.create_level(group, str(k), (size_t, size_c, size_z, ly, lx), dtype, opts)
         path = arrays.array_path(group, str(k))
-        _halve(previous, path, opts, ranges if k == 1 else None, progress)
+        ready = built / str(k)
+        if same_method and ready.is_dir() and _metadata_of(ready) == _metadata_of(path):
+            _link_chunks(ready, path)
+            progress.advance(planes)
+        else:
+            _halve(previous, path, opts, None if measured else ranges, progress)
+            measured = True
         previous = path
-    if len(shapes) == 1:
-        _scan(previous, opts, ranges)
+    if not measured:
+        _scan(arrays.array_path(group, "0"), opts, ranges)
     omero = ngff.omero(
         channels=info.channels,
         ranges=ranges.windows(),
@@ -193,13 +153,6 @@ class _Ranges:
         self.low = np.full(channels, np.inf)
         self.high = np.full(channels, -np.inf)
 
-    @staticmethod
-    def of(block: np.ndarray) -> tuple[float, float]:
-        """Lowest and highest finite value of ``block`` (``inf, -inf`` when it has none)."""
-        if not block.size or (block.dtype.kind == "f" and np.all(np.isnan(block))):
-            return math.inf, -math.inf
-        return float(np.nanmin(block)), float(np.nanmax(block))
-
     def include(self, c: int, low: float, high: float) -> None:
         """Widen channel ``c``'s range to ``[low, high]``."""
         self.low[c] = min(self.low[c], low)
@@ -207,7 +160,7 @@ class _Ranges:
 
     def add(self, c: int, block: np.ndarray) -> None:
         """Widen channel ``c``'s range to ``block``'s."""
-        self.include(c, *self.of(block))
+        self.include(c, *finite_range(block))
 
     def windows(self) -> list[tuple[float, float]]:
         return [
@@ -227,16 +180,21 @@ def _metadata_of(path: Path) -> dict[str, Any]:
     return document
 
 
+def _link_chunks(source: Path, target: Path) -> None:
+    """Hard-link (or copy) an array's chunk files into an array created with its settings."""
+    for item in sorted(source.iterdir()):
+        if item.name in _METADATA_FILES:
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target / item.name, copy_function=atomic.link_or_copy)
+        else:
+            atomic.link_or_copy(str(item), str(target / item.name))
+
+
 def _level_zero(source: Path, level0: zarr.Array[Any], target: Path, opts: StoreOptions) -> None:
     """Fill level 0 from the converted series: link its chunk files, or re-encode them."""
     if _metadata_of(source) == _metadata_of(target):
-        for item in sorted(source.iterdir()):
-            if item.name in _METADATA_FILES:
-                continue
-            if item.is_dir():
-                shutil.copytree(item, target / item.name, copy_function=atomic.link_or_copy)
-            else:
-                atomic.link_or_copy(str(item), str(target / item.name))
+        _link_chunks(source, target)
         return
     # Written with other settings (a store option changed since convert): re-encode.
     reader = arrays.Reader(source, workers=opts.workers)
@@ -314,7 +272,7 @@ def _quarter(
     data: np.ndarray, method: Method, ranges: _Ranges | None
 ) -> tuple[np.ndarray, float, float]:
     """Downsample one input region; with ``ranges``, also return its finite range."""
-    low, high = _Ranges.of(data) if ranges is not None else (math.inf, -math.inf)
+    low, high = finite_range(data) if ranges is not None else (math.inf, -math.inf)
     return downsample(data, method), low, high
 
 

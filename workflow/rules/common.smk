@@ -28,8 +28,8 @@ try:
     targets.from_config(config)
 except ValueError as exc:
     raise WorkflowError(f"config: {exc}") from None
-# --target and the explicit store settings, for convert (level 0) and pyramid (the other
-# levels); the verbs resolve them.
+# --target and the explicit store settings, for convert (which writes the levels) and
+# pyramid (which links them); the verbs resolve them.
 STORE_OPTIONS = " ".join(shlex.quote(o) for o in targets.pyramid_options(config))
 # --warm: jobs fork from the machine's warm Python (bioingest.warm), all but the inventory.
 WARM = plan.warm_option(config)

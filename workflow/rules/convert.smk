@@ -24,9 +24,11 @@ rule convert:
         maven=config["bioformats_maven"],
         jvm_server=jvm_server_option(),
         store=STORE_OPTIONS,
+        method=pyramid_method,
+        min_size=config["pyramid_min_size"],
     message:
         "convert {wildcards.dataset}: record source fixity, then read the source once "
-        "into the final level 0 and hash its pixels"
+        "into the final levels and hash its pixels"
     shell:
         "bioingest convert {input.source:q} --zarr {output.zarr:q} "
         "--ome-xml {output.ome_xml:q} --source-json {output.source_json:q} "
@@ -34,6 +36,7 @@ rule convert:
         "{params.dataset} --reader {params.reader:q} --tile-size {params.tile_size} "
         "--jar={params.jar:q} --maven={params.maven:q} "
         "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} {params.store} "
+        "--method {params.method:q} --min-size {params.min_size} "
         "--threads {threads} --record-failure {params.warm} --log {log:q}"
 
 
@@ -63,6 +66,8 @@ rule convert_part:
         maven=config["bioformats_maven"],
         jvm_server=jvm_server_option(),
         store=STORE_OPTIONS,
+        method=pyramid_method,
+        min_size=config["pyramid_min_size"],
     message:
         "convert_part {wildcards.dataset} part {wildcards.part}: series {params.series}"
     shell:
@@ -70,6 +75,7 @@ rule convert_part:
         "{params.single_file} --reader {params.reader:q} --tile-size {params.tile_size} "
         "--jar={params.jar:q} --maven={params.maven:q} "
         "--java-heap-mb {resources.java_heap_mb} {params.jvm_server} {params.store} "
+        "--method {params.method:q} --min-size {params.min_size} "
         "--threads {threads} {params.warm} --log {log:q}"
 
 

@@ -22,7 +22,7 @@ rule pyramid:
         min_size=config["pyramid_min_size"],
         study=study_option,
     message:
-        "pyramid {wildcards.dataset}: write the OME-Zarr with multiscale levels"
+        "pyramid {wildcards.dataset}: write the OME-Zarr, linking the levels convert wrote"
     shell:
         "bioingest pyramid {input.zarr:q} --ome-xml {input.ome_xml:q} --out {output:q} "
         "--source-json {input.source_json:q} "
