@@ -84,11 +84,8 @@ def channel_rows(record: MetadataRecord) -> list[dict[str, Any]]:
     return rows
 
 
-QC_COLUMNS = [
-    "dataset",
-    "series",
-    "channel",
-    "label",
+#: QC measures that are real numbers, in their columns' order.
+_QC_MEASURES = [
     "min",
     "max",
     "mean",
@@ -101,6 +98,13 @@ QC_COLUMNS = [
     "foreground_coverage",
     "foreground_zero_fraction",
     "empty_fraction",
+]
+QC_COLUMNS = [
+    "dataset",
+    "series",
+    "channel",
+    "label",
+    *_QC_MEASURES,
     "bits_used",
     "bits_available",
     "blank_planes",
@@ -174,18 +178,7 @@ FLOAT_COLUMNS = frozenset(
         "excitation_nm",
         "emission_nm",
         "exposure_s",
-        "min",
-        "max",
-        "mean",
-        "std",
-        "median",
-        "p0_1",
-        "p99_9",
-        "saturated_fraction",
-        "zero_fraction",
-        "foreground_coverage",
-        "foreground_zero_fraction",
-        "empty_fraction",
+        *_QC_MEASURES,
         "uniformity_pct",
     }
 )
