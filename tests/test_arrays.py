@@ -11,6 +11,7 @@ import zarr
 
 from bioingest import arrays
 from bioingest.arrays import StoreOptions
+from bioingest.levels import BandLevels
 
 RNG = np.random.default_rng(7)
 PIXELS = (RNG.integers(0, 4096, (1, 2, 1, 300, 260), dtype=np.uint16) // 7).astype(np.uint16)
@@ -116,3 +117,19 @@ def test_writer_waits_for_every_write_before_a_failure_leaves(
             writer.close()
     assert waited == [0, 1, 2, 3]
     assert caught.value.errno == 28
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_band_levels_wait_for_every_level_when_one_fails(tmp_path: Path, failing: int) -> None:
+    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    opts = StoreOptions(chunk_size=16, min_size=4)
+    levels = BandLevels(root, (1, 1, 1, 64, 64), np.uint8, opts=opts)
+    waited: list[int] = []
+    for k, writer in enumerate(levels._writers):
+        writer._pending.extend(
+            _Write(waited, 10 * k + n, fails=(k, n) == (failing, 1)) for n in range(2)
+        )
+    assert len(levels._writers) == 2
+    with pytest.raises(OSError, match="No space left"), levels:
+        pass
+    assert sorted(waited) == [0, 1, 10, 11]

@@ -7,6 +7,7 @@ from level 0 when they were made with other settings.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from types import TracebackType
@@ -152,7 +153,13 @@ class BandLevels:
             self._chunk_rows.append(int(array.chunks[3]))
             paths.append(arrays.array_path(group, str(k)))
         group.attrs[METHOD_ATTR] = opts.method
-        self._writers = [arrays.Writer(path, workers=opts.workers) for path in paths]
+        # Leaving, every writer is closed even when one fails, as a Writer waits for each of
+        # its writes: none may still create files when a failed store's folder is removed.
+        self._writers_closed = contextlib.ExitStack()
+        self._writers = [
+            self._writers_closed.enter_context(arrays.Writer(path, workers=opts.workers))
+            for path in paths
+        ]
         self._planes: dict[tuple[int, int, int], _PlaneState] = {}
 
     def add(self, tcz: tuple[int, int, int], rows: np.ndarray, *, last: bool) -> None:
@@ -192,17 +199,6 @@ class BandLevels:
         if k + 1 < len(self._writers):
             self._halve(state, tcz, k + 1, smaller, last)
 
-    def close(self) -> None:
-        """Wait for every write; then raise the first failure, if any."""
-        failure: Exception | None = None
-        for writer in self._writers:
-            try:
-                writer.close()
-            except Exception as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-
     def __enter__(self) -> BandLevels:
         """Return the levels."""
         return self
@@ -213,6 +209,5 @@ class BandLevels:
         exc: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        """Wait for every write; on leaving by an error, that error stands."""
-        for writer in self._writers:
-            writer.__exit__(kind, exc, trace)
+        """Wait for every write; raise the first failure, unless leaving by an error."""
+        self._writers_closed.__exit__(kind, exc, trace)
