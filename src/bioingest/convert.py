@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ import zarr
 from bioingest import __version__, arrays, atomic
 from bioingest.arrays import StoreOptions
 from bioingest.errors import IngestError, ServiceError
-from bioingest.levels import LEVELS, RANGE_ATTR, BandLevels, finite_range, levels_of
+from bioingest.levels import LEVELS, RANGE_ATTR, BandLevels, Ranges, levels_of
 from bioingest.progress import Progress
 from bioingest.readers import ReaderChoice, SeriesInfo, SourceReader, open_source
 from bioingest.records import (
@@ -89,7 +88,7 @@ def _copy_series(
     """
     arr = arrays.create_level(root, str(info.index), info.shape, info.dtype, opts)
     levels = root.require_group(LEVELS).create_group(str(info.index))
-    ranges: list[tuple[float, float]] = [(math.inf, -math.inf)] * info.size_c
+    ranges = Ranges(info.size_c)
     rows = _band_rows(info, int(arr.chunks[3]))
     step = info.samples
     little = np.dtype(info.dtype).newbyteorder("<")
@@ -121,18 +120,15 @@ def _copy_series(
                                 spill.write(np.ascontiguousarray(sample).data)
                             writer.write((t, slice(c, c + step), z, slice(y, y + h)), band)
                             for s, plane in enumerate(band):
-                                low, high = finite_range(plane)
-                                was = ranges[c + s]
-                                ranges[c + s] = (min(was[0], low), max(was[1], high))
+                                ranges.add(c + s, plane)
                                 smaller.add((t, c + s, z), plane, last=y + h >= info.size_y)
                             progress.advance(step)
                     for spill in spills:
                         spill.seek(0)
                         while piece := spill.read(SPILL_READ):
                             digest.update(piece)
-    if all((math.isfinite(low) and math.isfinite(high)) or low > high for low, high in ranges):
-        # (An infinite value has no JSON: pyramid then measures the range itself.)
-        arr.attrs[RANGE_ATTR] = [[low, high] if low <= high else None for low, high in ranges]
+    if (record := ranges.record()) is not None:
+        arr.attrs[RANGE_ATTR] = record
     return digest.hexdigest()
 
 

@@ -51,6 +51,53 @@ def finite_range(block: np.ndarray) -> tuple[float, float]:
     return float(np.nanmin(block)), float(np.nanmax(block))
 
 
+class Ranges:
+    """Lowest and highest finite value of each channel (its ``omero`` display window).
+
+    ``convert`` measures them and keeps them in the series array's attributes
+    (:data:`RANGE_ATTR`); ``pyramid`` reads them there, or measures them itself.
+    """
+
+    def __init__(self, channels: int) -> None:
+        self.low = np.full(channels, np.inf)
+        self.high = np.full(channels, -np.inf)
+
+    def include(self, c: int, low: float, high: float) -> None:
+        """Widen channel ``c``'s range to ``[low, high]``."""
+        self.low[c] = min(self.low[c], low)
+        self.high[c] = max(self.high[c], high)
+
+    def add(self, c: int, block: np.ndarray) -> None:
+        """Widen channel ``c``'s range to ``block``'s."""
+        self.include(c, *finite_range(block))
+
+    def windows(self) -> list[tuple[float, float]]:
+        """Each channel's range; ``(0, 0)`` for a channel with no finite value."""
+        return [
+            (lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(self.low, self.high, strict=True)
+        ]
+
+    def record(self) -> list[list[float] | None] | None:
+        """Return the ranges as :data:`RANGE_ATTR` keeps them; None if one is infinite."""
+        pairs = list(zip(self.low.tolist(), self.high.tolist(), strict=True))
+        # An infinite value has no JSON: pyramid then measures the ranges itself.
+        if not all((math.isfinite(lo) and math.isfinite(hi)) or lo > hi for lo, hi in pairs):
+            return None
+        return [[lo, hi] if lo <= hi else None for lo, hi in pairs]
+
+    @classmethod
+    def recorded(cls, attrs: Any, channels: int) -> Ranges | None:
+        """Return the ranges an array's attributes keep (:meth:`record`), if any."""
+        record = attrs.get(RANGE_ATTR)
+        if not isinstance(record, list):
+            return None
+        ranges = cls(channels)
+        for c, window in enumerate(record):
+            if window is not None:
+                ranges.include(c, *window)
+        return ranges
+
+
 def downsample(block: np.ndarray, method: Method) -> np.ndarray:
     """Halve a 2-D block in Y and X; odd edges are padded by repetition."""
     h, w = block.shape

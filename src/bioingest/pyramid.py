@@ -21,7 +21,7 @@ from bioingest.display import display_channels
 from bioingest.errors import IngestError
 from bioingest.levels import (
     METHOD_ATTR,
-    RANGE_ATTR,
+    Ranges,
     downsample,
     finite_range,
     level_shapes,
@@ -102,13 +102,9 @@ def write_image(group: zarr.Group, source: Path, info: ImageInfo, *, opts: Store
     level0 = arrays.create_level(group, "0", series.shape, dtype, opts)
     _level_zero(source, level0, arrays.array_path(group, "0"), opts)
     progress.advance(planes)
-    ranges = _Ranges(size_c)
-    recorded = series.attrs.get(RANGE_ATTR)
-    if isinstance(recorded, list):
-        for c, window in enumerate(recorded):
-            if window is not None:
-                ranges.include(c, *window)
-    measured = isinstance(recorded, list)
+    recorded = Ranges.recorded(series.attrs, size_c)
+    measured = recorded is not None
+    ranges = recorded or Ranges(size_c)
     built = levels_of(source)
     same_method = (
         built.is_dir() and zarr.open_group(built, mode="r").attrs.get(METHOD_ATTR) == opts.method
@@ -144,28 +140,6 @@ def write_image(group: zarr.Group, source: Path, info: ImageInfo, *, opts: Store
         omero=omero,
         version=opts.version,
     )
-
-
-class _Ranges:
-    """Lowest and highest finite value of each channel."""
-
-    def __init__(self, channels: int) -> None:
-        self.low = np.full(channels, np.inf)
-        self.high = np.full(channels, -np.inf)
-
-    def include(self, c: int, low: float, high: float) -> None:
-        """Widen channel ``c``'s range to ``[low, high]``."""
-        self.low[c] = min(self.low[c], low)
-        self.high[c] = max(self.high[c], high)
-
-    def add(self, c: int, block: np.ndarray) -> None:
-        """Widen channel ``c``'s range to ``block``'s."""
-        self.include(c, *finite_range(block))
-
-    def windows(self) -> list[tuple[float, float]]:
-        return [
-            (lo, hi) if lo <= hi else (0.0, 0.0) for lo, hi in zip(self.low, self.high, strict=True)
-        ]
 
 
 _METADATA_FILES = {"zarr.json", ".zarray", ".zattrs"}
@@ -205,7 +179,7 @@ def _level_zero(source: Path, level0: zarr.Array[Any], target: Path, opts: Store
 
 
 def _halve(
-    previous: Path, path: Path, opts: StoreOptions, ranges: _Ranges | None, progress: Progress
+    previous: Path, path: Path, opts: StoreOptions, ranges: Ranges | None, progress: Progress
 ) -> None:
     """Write level ``k`` at ``path`` from level ``k - 1``, one shard at a time.
 
@@ -269,14 +243,14 @@ def _halve(
 
 
 def _quarter(
-    data: np.ndarray, method: Method, ranges: _Ranges | None
+    data: np.ndarray, method: Method, ranges: Ranges | None
 ) -> tuple[np.ndarray, float, float]:
     """Downsample one input region; with ``ranges``, also return its finite range."""
     low, high = finite_range(data) if ranges is not None else (math.inf, -math.inf)
     return downsample(data, method), low, high
 
 
-def _scan(path: Path, opts: StoreOptions, ranges: _Ranges) -> None:
+def _scan(path: Path, opts: StoreOptions, ranges: Ranges) -> None:
     """Collect each channel's range from a level that has no level after it."""
     reader = arrays.Reader(path, workers=opts.workers)
     for index, block in reader.blocks(regions(reader.shape, opts.block, opts.block), held=0):
